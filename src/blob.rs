@@ -1,0 +1,192 @@
+//! Blobs: the one place where plaintext becomes stored bytes and back.
+//!
+//! Sealing compresses with zstd (or keeps the bytes raw when compression does not shrink them)
+//! and then opens the result again and re-hashes it before it may go into a pack: a flipped RAM bit
+//! or a codec bug cannot put a blob into the vault that does not read back to its id. Opening
+//! caps the output size before allocating and checks the blake3 id of what it produced. The
+//! encryption issue adds its AEAD here and nowhere else.
+
+use std::cell::RefCell;
+
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+
+/// Largest plaintext blob accepted from disk (a tree of a huge directory is the biggest case).
+pub const MAX_BLOB_RAW_BYTES: u32 = 256 * 1024 * 1024;
+
+/// What a blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum BlobKind {
+    Data = 0,
+    Tree = 1,
+}
+
+impl BlobKind {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(BlobKind::Data),
+            1 => Some(BlobKind::Tree),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobKind::Data => "data",
+            BlobKind::Tree => "tree",
+        }
+    }
+}
+
+/// How a blob's bytes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Compression {
+    None = 0,
+    Zstd = 1,
+}
+
+impl Compression {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// A blob ready to be appended to a pack.
+#[derive(Debug)]
+pub struct SealedBlob {
+    pub id: BlobId,
+    pub kind: BlobKind,
+    pub compression: Compression,
+    pub raw_len: u32,
+    pub bytes: Vec<u8>,
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(raw: &[u8], level: i32) -> Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().map(|(l, _)| *l) != Some(level) {
+            let comp = zstd::bulk::Compressor::new(level)
+                .map_err(|e| Error::Invalid(format!("zstd level {level}: {e}")))?;
+            *c = Some((level, comp));
+        }
+        let (_, comp) = c.as_mut().expect("invariant: compressor just set");
+        comp.compress(raw)
+            .map_err(|e| Error::Invalid(format!("zstd compression failed: {e}")))
+    })
+}
+
+fn decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut()
+            .expect("invariant: decompressor just set")
+            .decompress(stored, raw_len)
+    })
+}
+
+/// Compresses `raw`, checks the result reads back to `id`, and returns the stored form.
+pub fn seal(id: BlobId, kind: BlobKind, raw: &[u8], level: i32) -> Result<SealedBlob> {
+    let raw_len = u32::try_from(raw.len())
+        .ok()
+        .filter(|n| *n <= MAX_BLOB_RAW_BYTES)
+        .ok_or_else(|| Error::Invalid(format!("blob {id} of {} bytes is too large", raw.len())))?;
+    let compressed = compress(raw, level)?;
+    let (compression, bytes) = if compressed.len() < raw.len() {
+        (Compression::Zstd, compressed)
+    } else {
+        (Compression::None, raw.to_vec())
+    };
+    let blob = SealedBlob {
+        id,
+        kind,
+        compression,
+        raw_len,
+        bytes,
+    };
+    // Verify before write: what goes into the pack must open to the same id.
+    open(&blob.id, blob.compression, blob.raw_len, &blob.bytes).map_err(|e| {
+        Error::Invalid(format!(
+            "blob {id} failed its verify-before-write check ({e}); refusing to store it"
+        ))
+    })?;
+    Ok(blob)
+}
+
+/// Turns stored bytes back into plaintext and checks the plaintext hashes to `id`.
+pub fn open(id: &BlobId, compression: Compression, raw_len: u32, stored: &[u8]) -> Result<Vec<u8>> {
+    if raw_len > MAX_BLOB_RAW_BYTES {
+        return Err(Error::corrupt(
+            format!("blob {id}"),
+            format!("raw length {raw_len} too large"),
+        ));
+    }
+    let raw = match compression {
+        Compression::None => stored.to_vec(),
+        Compression::Zstd => decompress(stored, raw_len as usize)
+            .map_err(|e| Error::corrupt(format!("blob {id}"), format!("zstd: {e}")))?,
+    };
+    if raw.len() != raw_len as usize {
+        return Err(Error::corrupt(
+            format!("blob {id}"),
+            format!("length {} instead of {raw_len}", raw.len()),
+        ));
+    }
+    if BlobId::of(&raw) != *id {
+        return Err(Error::corrupt(
+            format!("blob {id}"),
+            "content does not match its id",
+        ));
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn seal_open_round_trip(data in proptest::collection::vec(any::<u8>(), 0..5000), rep in 0usize..4) {
+            let raw: Vec<u8> = data.iter().cycle().take(data.len() * (rep + 1)).copied().collect();
+            let id = BlobId::of(&raw);
+            let sealed = seal(id, BlobKind::Data, &raw, 3).unwrap();
+            prop_assert!(sealed.bytes.len() <= raw.len());
+            let back = open(&id, sealed.compression, sealed.raw_len, &sealed.bytes).unwrap();
+            prop_assert_eq!(back, raw);
+        }
+    }
+
+    #[test]
+    fn incompressible_is_stored_raw_and_tamper_is_detected() {
+        let mut raw = vec![0u8; 4096];
+        blake3::Hasher::new().finalize_xof().fill(&mut raw);
+        let id = BlobId::of(&raw);
+        let sealed = seal(id, BlobKind::Data, &raw, 3).unwrap();
+        assert_eq!(sealed.compression, Compression::None);
+        let mut bad = sealed.bytes.clone();
+        bad[7] ^= 1;
+        assert!(matches!(
+            open(&id, sealed.compression, sealed.raw_len, &bad),
+            Err(Error::Corrupt { .. })
+        ));
+        let text = b"INSERT INTO t VALUES (1, 'abc');\n".repeat(100);
+        let s = seal(BlobId::of(&text), BlobKind::Data, &text, 3).unwrap();
+        assert_eq!(s.compression, Compression::Zstd);
+        assert!(open(&BlobId::of(&text), s.compression, s.raw_len + 1, &s.bytes).is_err());
+    }
+}

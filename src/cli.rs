@@ -1,0 +1,500 @@
+//! The command line: argument structs and the printing of results. No vault logic lives here;
+//! each command builds an options struct and calls the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::audit::{self, AuditRecord};
+use crate::config::ChunkerParams;
+use crate::error::{Error, Result};
+use crate::lock::LockMode;
+use crate::progress::Progress;
+use crate::restore::{self, RestoreOptions};
+use crate::snapshot::{self, SnapshotOptions};
+use crate::util::human_bytes;
+use crate::vault::Vault;
+use crate::verify::{self, VerifyOptions};
+
+/// Exit codes; README.md documents them and scripts rely on them.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const USAGE: i32 = 2;
+    /// The snapshot completed but some files could not be read.
+    pub const PARTIAL: i32 = 3;
+    /// `verify` found damage, or `restore` could not restore every entry.
+    pub const DAMAGED: i32 = 4;
+    pub const NO_VAULT: i32 = 10;
+    pub const LOCKED: i32 = 11;
+}
+
+/// AtlasVault: deduplicating, verified snapshots of your stack.
+#[derive(Debug, Parser)]
+#[command(name = "vault", version, about)]
+pub struct Cli {
+    /// The vault directory.
+    #[arg(long, global = true, env = "VAULT_DIR", value_name = "DIR")]
+    pub vault: Option<PathBuf>,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Wait this long for a locked vault (e.g. `30s`, `5m`) instead of failing at once.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait: Option<Duration>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new vault.
+    Init(InitArgs),
+    /// Snapshot one or more paths.
+    Snapshot(SnapshotArgs),
+    /// List snapshots.
+    Snapshots,
+    /// List the entries of a snapshot.
+    Ls {
+        /// Snapshot id, unique id prefix, or `latest`.
+        snapshot: String,
+        /// Only entries at or below this snapshot path.
+        path: Option<String>,
+    },
+    /// Restore a snapshot into a directory.
+    Restore(RestoreArgs),
+    /// Check the vault's integrity.
+    Verify(VerifyArgs),
+    /// Rebuild index.sqlite from the packs.
+    Reindex,
+    /// Print the audit log.
+    Audit,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// FastCDC minimum chunk size in bytes.
+    #[arg(long, hide = true)]
+    pub chunk_min: Option<u32>,
+    /// FastCDC average chunk size in bytes.
+    #[arg(long, hide = true)]
+    pub chunk_avg: Option<u32>,
+    /// FastCDC maximum chunk size in bytes.
+    #[arg(long, hide = true)]
+    pub chunk_max: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Files or directories to snapshot.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Leave out paths matching this gitignore-style glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Read every file, ignoring the parent snapshot.
+    #[arg(long)]
+    pub no_parent: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id, unique id prefix, or `latest`.
+    pub snapshot: String,
+    /// Directory to restore into.
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Restore only this snapshot path and what is below it (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub include: Vec<String>,
+    /// Restore into a non-empty target, replacing files.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Read and re-hash every blob.
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read and re-hash a random share of the packs, e.g. `10%`.
+    #[arg(long, value_name = "N%", value_parser = parse_percent, conflicts_with = "read_data")]
+    pub read_data_subset: Option<f64>,
+}
+
+fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage like 10%"))?;
+    if v > 0.0 && v <= 100.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} is outside (0%, 100%]"))
+    }
+}
+
+/// Maps a library error to its exit code.
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::NoVault { .. } => exit::NO_VAULT,
+        Error::Locked { .. } => exit::LOCKED,
+        _ => exit::ERROR,
+    }
+}
+
+fn default_vault() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("atlasvault")
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    let root = cli.vault.clone().unwrap_or_else(default_vault);
+    let json = cli.json;
+    let mut out = std::io::stdout().lock();
+    let print = |out: &mut std::io::StdoutLock, v: serde_json::Value| -> Result<()> {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&v).expect("invariant: JSON value serializes")
+        )
+        .map_err(|e| Error::io("stdout", e))
+    };
+    macro_rules! say {
+        ($($t:tt)*) => { writeln!(out, $($t)*).map_err(|e| Error::io("stdout", e))? };
+    }
+    match cli.command {
+        Command::Init(a) => {
+            let d = ChunkerParams::default();
+            let params = ChunkerParams {
+                min_size: a.chunk_min.unwrap_or(d.min_size),
+                avg_size: a.chunk_avg.unwrap_or(d.avg_size),
+                max_size: a.chunk_max.unwrap_or(d.max_size),
+                ..d
+            };
+            params.validate().map_err(Error::Invalid)?;
+            let cfg = Vault::init(&root, params)?;
+            if json {
+                print(
+                    &mut out,
+                    json!({"vault": root, "id": cfg.id, "config": cfg}),
+                )?;
+            } else {
+                say!("created vault {} at {}", &cfg.id[..8], root.display());
+            }
+            Ok(exit::OK)
+        }
+        Command::Snapshot(a) => {
+            let mut vault = Vault::open(&root, LockMode::Exclusive, cli.wait)?;
+            let opts = SnapshotOptions {
+                paths: a.paths,
+                excludes: a.exclude,
+                no_parent: a.no_parent,
+                threads: 0,
+            };
+            let progress = if json {
+                Progress::hidden()
+            } else {
+                Progress::bytes_bar("snapshot")
+            };
+            let done = snapshot::snapshot(&mut vault, &opts, &progress)?;
+            let m = &done.manifest;
+            let s = &m.stats;
+            for w in &m.warnings {
+                eprintln!("warning: {w}");
+            }
+            let dedup = if s.bytes_read == 0 {
+                0.0
+            } else {
+                1.0 - s.bytes_new.min(s.bytes_read) as f64 / s.bytes_read as f64
+            };
+            if json {
+                print(
+                    &mut out,
+                    json!({
+                        "id": done.id, "time": m.time, "parent": m.parent, "partial": m.partial,
+                        "files": s.files, "dirs": s.dirs, "bytes": s.bytes, "bytes_read": s.bytes_read,
+                        "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
+                        "files_unchanged": s.files_unchanged,
+                        "dedup_ratio": dedup, "duration_ms": s.duration_ms, "warnings": m.warnings,
+                    }),
+                )?;
+            } else {
+                say!(
+                    "snapshot {} saved: {} files, {} dirs, {} total; read {}, new {} ({} stored) in {:.1}s{}",
+                    done.id.short(),
+                    s.files,
+                    s.dirs,
+                    human_bytes(s.bytes),
+                    human_bytes(s.bytes_read),
+                    human_bytes(s.bytes_new),
+                    human_bytes(s.bytes_stored),
+                    s.duration_ms as f64 / 1000.0,
+                    if m.partial { " (PARTIAL: some files could not be read)" } else { "" }
+                );
+            }
+            Ok(if m.partial { exit::PARTIAL } else { exit::OK })
+        }
+        Command::Snapshots => {
+            let vault = Vault::open(&root, LockMode::Shared, cli.wait)?;
+            let (snaps, bad) = vault.snapshots()?;
+            for e in &bad {
+                eprintln!("warning: {}", e.full());
+            }
+            if json {
+                let list: Vec<_> = snaps
+                    .iter()
+                    .map(|(id, m)| {
+                        json!({"id": id, "time": m.time, "host": m.host, "paths": m.paths.iter().map(|p| &p.path).collect::<Vec<_>>(),
+                               "files": m.stats.files, "bytes": m.stats.bytes, "bytes_added": m.stats.bytes_stored,
+                               "partial": m.partial, "parent": m.parent})
+                    })
+                    .collect();
+                print(&mut out, json!(list))?;
+            } else {
+                say!(
+                    "{:<10} {:<20} {:>9} {:>10} {:>10}  paths",
+                    "id",
+                    "time",
+                    "files",
+                    "size",
+                    "added"
+                );
+                for (id, m) in &snaps {
+                    let paths: Vec<&str> = m.paths.iter().map(|p| p.path.as_str()).collect();
+                    say!(
+                        "{:<10} {:<20} {:>9} {:>10} {:>10}  {}{}",
+                        id.short(),
+                        m.time.get(..19).unwrap_or(&m.time).replace('T', " "),
+                        m.stats.files,
+                        human_bytes(m.stats.bytes),
+                        human_bytes(m.stats.bytes_stored),
+                        paths.join(" "),
+                        if m.partial { " (partial)" } else { "" }
+                    );
+                }
+                say!("{} snapshot(s)", snaps.len());
+            }
+            Ok(if bad.is_empty() {
+                exit::OK
+            } else {
+                exit::DAMAGED
+            })
+        }
+        Command::Ls { snapshot, path } => {
+            let vault = Vault::open(&root, LockMode::Shared, cli.wait)?;
+            let (_, m) = vault.resolve(&snapshot)?;
+            let reader = vault.blob_reader()?;
+            let list = crate::ls::list(&reader, &m, path.as_deref())?;
+            if json {
+                print(&mut out, json!(list))?;
+            } else {
+                for l in &list {
+                    let link = l
+                        .target
+                        .as_ref()
+                        .map(|t| format!(" -> {t}"))
+                        .unwrap_or_default();
+                    say!(
+                        "{:<7} {:>6o} {:>12}  {}{}",
+                        l.kind,
+                        l.mode & 0o7777,
+                        l.size,
+                        l.path,
+                        link
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Restore(a) => {
+            let vault = Vault::open(&root, LockMode::Shared, cli.wait)?;
+            let (id, m) = vault.resolve(&a.snapshot)?;
+            let reader = vault.blob_reader()?;
+            let opts = RestoreOptions {
+                target: a.target.clone(),
+                includes: a.include,
+                overwrite: a.overwrite,
+                threads: 0,
+            };
+            let progress = if json {
+                Progress::hidden()
+            } else {
+                Progress::bytes_bar("restore")
+            };
+            progress.inc_total(m.stats.bytes);
+            let result = restore::restore(&reader, &m, &opts, &progress);
+            let outcome = match &result {
+                Ok(r) if r.errors.is_empty() => "ok",
+                Ok(_) => "incomplete",
+                Err(_) => "failed",
+            };
+            vault.audit(
+                &AuditRecord::new("restore", Some(id.to_hex()), outcome)
+                    .with_detail(json!({"target": a.target})),
+            )?;
+            let r = result?;
+            for e in &r.errors {
+                eprintln!("error: {e}");
+            }
+            if json {
+                print(
+                    &mut out,
+                    json!({"snapshot": id, "target": a.target, "report": r}),
+                )?;
+            } else {
+                say!(
+                    "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {}{}",
+                    id.short(),
+                    a.target.display(),
+                    r.files - r.errors.len().min(r.files as usize) as u64,
+                    r.dirs,
+                    r.symlinks,
+                    human_bytes(r.bytes),
+                    if r.errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} entries FAILED", r.errors.len())
+                    }
+                );
+            }
+            Ok(if r.errors.is_empty() {
+                exit::OK
+            } else {
+                exit::DAMAGED
+            })
+        }
+        Command::Verify(a) => {
+            let vault = Vault::open(&root, LockMode::Shared, cli.wait)?;
+            let opts = VerifyOptions {
+                read_data: a.read_data || a.read_data_subset.is_some(),
+                subset_percent: a.read_data_subset,
+                threads: 0,
+            };
+            let progress = if json || !opts.read_data {
+                Progress::hidden()
+            } else {
+                Progress::bytes_bar("verify")
+            };
+            let r = verify::verify(&vault, &opts, &progress)?;
+            let outcome = if r.is_clean() { "ok" } else { "damaged" };
+            vault.audit(
+                &AuditRecord::new("verify", None, outcome).with_detail(json!({
+                    "read_data": opts.read_data, "subset_percent": opts.subset_percent,
+                    "problems": r.problems.len(), "damaged_packs": r.damaged_packs.len(),
+                })),
+            )?;
+            if json {
+                print(&mut out, json!({"clean": r.is_clean(), "report": r}))?;
+            } else {
+                for p in &r.problems {
+                    say!("problem: {p}");
+                }
+                for d in &r.damaged_packs {
+                    say!("damaged pack {}: {}", d.pack, d.reason);
+                    for b in &d.blobs {
+                        say!("  blob {b}");
+                    }
+                    for s in &d.snapshots {
+                        say!("  breaks snapshot {s}");
+                    }
+                    for p in &d.paths {
+                        say!("  breaks file {p}");
+                    }
+                    if d.more_paths > 0 {
+                        say!("  ... and {} more files", d.more_paths);
+                    }
+                }
+                say!(
+                    "{}: {} snapshots, {} trees, {} blobs referenced, {} packs{}",
+                    if r.is_clean() {
+                        "vault is clean"
+                    } else {
+                        "VAULT IS DAMAGED"
+                    },
+                    r.snapshots,
+                    r.trees,
+                    r.blobs_referenced,
+                    r.packs,
+                    if opts.read_data {
+                        format!(
+                            ", {} packs read ({})",
+                            r.packs_read,
+                            human_bytes(r.bytes_read)
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok(if r.is_clean() {
+                exit::OK
+            } else {
+                exit::DAMAGED
+            })
+        }
+        Command::Reindex => {
+            let mut vault = Vault::open(&root, LockMode::Exclusive, cli.wait)?;
+            let (packs, blobs, problems) = vault.reindex()?;
+            vault.audit(
+                &AuditRecord::new(
+                    "reindex",
+                    None,
+                    if problems.is_empty() { "ok" } else { "damaged" },
+                )
+                .with_detail(json!({"packs": packs, "blobs": blobs, "problems": problems})),
+            )?;
+            for p in &problems {
+                eprintln!("problem: {p}");
+            }
+            if json {
+                print(
+                    &mut out,
+                    json!({"packs": packs, "blobs": blobs, "problems": problems}),
+                )?;
+            } else {
+                say!("index rebuilt: {packs} packs, {blobs} blobs");
+            }
+            Ok(if problems.is_empty() {
+                exit::OK
+            } else {
+                exit::DAMAGED
+            })
+        }
+        Command::Audit => {
+            if !root.join("config.json").exists() {
+                return Err(Error::NoVault { path: root });
+            }
+            let (records, bad) = audit::read(&root.join("audit.log"))?;
+            if bad > 0 {
+                eprintln!("warning: {bad} audit line(s) did not parse (a torn last write?)");
+            }
+            if json {
+                print(&mut out, json!(records))?;
+            } else {
+                for r in &records {
+                    say!(
+                        "{} {:<9} {:<10} {:<10} {}@{}",
+                        r.time,
+                        r.action,
+                        r.outcome,
+                        r.snapshot
+                            .as_deref()
+                            .map(|s| &s[..s.len().min(8)])
+                            .unwrap_or("-"),
+                        r.user,
+                        r.host
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+    }
+}

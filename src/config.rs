@@ -1,0 +1,209 @@
+//! `config.json`: the vault's format version and the parameters every writer must share.
+//!
+//! The chunker parameters live here rather than in code so that a vault keeps deduplicating
+//! against its own history even after the defaults change. The file is written once by
+//! `vault init` and validated on every open; a value this version cannot use is an error, not a
+//! panic deeper down.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Repository format version written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+
+const KIB: u32 = 1024;
+const MIB: u64 = 1024 * 1024;
+
+/// Upper bound on `config.json` size; anything larger is not ours.
+const CONFIG_MAX_BYTES: u64 = 64 * 1024;
+
+/// Content-defined chunking parameters (FastCDC 2020, normalisation level 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkerParams {
+    pub algorithm: String,
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+/// Default chunker parameters; README.md's "Chunk size" section gives the measurements behind them.
+pub const DEFAULT_CHUNK_MIN_BYTES: u32 = 64 * KIB;
+pub const DEFAULT_CHUNK_AVG_BYTES: u32 = 256 * KIB;
+pub const DEFAULT_CHUNK_MAX_BYTES: u32 = 1024 * KIB;
+
+/// Default zstd level: level 3 is zstd's own default and about 1.4 GB/s on SQL text here.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// Packs are closed once they reach this size.
+pub const DEFAULT_PACK_TARGET_BYTES: u64 = 32 * MIB;
+
+/// Everything in `config.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    pub version: u32,
+    /// Random 32-byte vault id, hex.
+    pub id: String,
+    pub created: String,
+    pub chunker: ChunkerConfig,
+    pub compression: CompressionConfig,
+    pub pack_target_size: u64,
+    /// `none` until the encryption issue lands; the one switch readers must honour.
+    pub encryption: String,
+}
+
+/// Serialized form of [`ChunkerParams`] (kept separate so the field order in JSON is stable).
+pub type ChunkerConfig = ChunkerParams;
+
+/// Compression settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    pub algorithm: String,
+    pub level: i32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams {
+            algorithm: "fastcdc-2020".into(),
+            min_size: DEFAULT_CHUNK_MIN_BYTES,
+            avg_size: DEFAULT_CHUNK_AVG_BYTES,
+            max_size: DEFAULT_CHUNK_MAX_BYTES,
+        }
+    }
+}
+
+impl ChunkerParams {
+    /// Checks the parameters against what FastCDC accepts (it asserts otherwise).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        use fastcdc::v2020 as f;
+        if self.algorithm != "fastcdc-2020" {
+            return Err(format!("unknown chunker {:?}", self.algorithm));
+        }
+        let ok = (f::MINIMUM_MIN..=f::MINIMUM_MAX).contains(&self.min_size)
+            && (f::AVERAGE_MIN..=f::AVERAGE_MAX).contains(&self.avg_size)
+            && (f::MAXIMUM_MIN..=f::MAXIMUM_MAX).contains(&self.max_size)
+            && self.min_size <= self.avg_size
+            && self.avg_size <= self.max_size;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "chunker sizes min={} avg={} max={} are out of range",
+                self.min_size, self.avg_size, self.max_size
+            ))
+        }
+    }
+}
+
+impl VaultConfig {
+    /// A fresh config with a random id and the given chunker.
+    pub fn new(chunker: ChunkerParams) -> Result<Self> {
+        let mut id = [0u8; 32];
+        getrandom::fill(&mut id)
+            .map_err(|e| Error::Invalid(format!("no randomness available: {e}")))?;
+        let cfg = VaultConfig {
+            version: FORMAT_VERSION,
+            id: hex::encode(id),
+            created: crate::util::now_rfc3339(),
+            chunker,
+            compression: CompressionConfig {
+                algorithm: "zstd".into(),
+                level: DEFAULT_ZSTD_LEVEL,
+            },
+            pack_target_size: DEFAULT_PACK_TARGET_BYTES,
+            encryption: "none".into(),
+        };
+        cfg.validate().map_err(Error::Invalid)?;
+        Ok(cfg)
+    }
+
+    /// Parses and validates untrusted bytes.
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let cfg: VaultConfig = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.version != FORMAT_VERSION {
+            return Err(format!(
+                "format version {} is not supported by this build (supports {FORMAT_VERSION})",
+                self.version
+            ));
+        }
+        self.chunker.validate()?;
+        if self.compression.algorithm != "zstd" || !(1..=22).contains(&self.compression.level) {
+            return Err(format!(
+                "unsupported compression {} level {}",
+                self.compression.algorithm, self.compression.level
+            ));
+        }
+        if !(MIB..=1024 * MIB).contains(&self.pack_target_size) {
+            return Err(format!(
+                "pack_target_size {} out of range",
+                self.pack_target_size
+            ));
+        }
+        if self.encryption != "none" {
+            return Err(format!(
+                "encryption {:?} is not supported by this build",
+                self.encryption
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads `config.json` from a vault directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NoVault {
+                path: path.parent().unwrap_or(path).to_path_buf(),
+            },
+            _ => Error::io(path, e),
+        })?;
+        if meta.len() > CONFIG_MAX_BYTES {
+            return Err(Error::Config {
+                path: path.into(),
+                reason: format!("{} bytes is too large", meta.len()),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&bytes).map_err(|reason| Error::Config {
+            path: path.into(),
+            reason,
+        })
+    }
+
+    /// Canonical bytes for `config.json`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("invariant: config serializes");
+        v.push(b'\n');
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_and_rejects_bad_values() {
+        let cfg = VaultConfig::new(ChunkerParams::default()).unwrap();
+        assert_eq!(VaultConfig::parse(&cfg.to_bytes()).unwrap(), cfg);
+        let mut bad = cfg.clone();
+        bad.chunker.max_size = 1 << 30;
+        assert!(VaultConfig::parse(&bad.to_bytes()).is_err());
+        assert!(VaultConfig::parse(b"{not json").is_err());
+        let mut v2 = cfg;
+        v2.version = 99;
+        assert!(VaultConfig::parse(&v2.to_bytes())
+            .unwrap_err()
+            .contains("version 99"));
+    }
+}

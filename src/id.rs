@@ -1,0 +1,151 @@
+//! Identifiers: one newtype per kind of id, parsed once at the edge.
+//!
+//! `BlobId` addresses a chunk or a tree blob (blake3 of its plaintext), `PackId` a pack file
+//! (blake3 of the pack's bytes) and `SnapshotId` a manifest (sha256 of its canonical bytes). All
+//! render as 64 lowercase hex digits, which is also how they are named on disk.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::Error;
+
+macro_rules! hex_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub [u8; 32]);
+
+        impl $name {
+            /// Lowercase hex, as used in object names.
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.0)
+            }
+
+            /// The first 8 hex digits, for humans.
+            pub fn short(&self) -> String {
+                hex::encode(&self.0[..4])
+            }
+
+            /// Parses 64 hex digits.
+            pub fn from_hex(s: &str) -> Result<Self, Error> {
+                let mut out = [0u8; 32];
+                if s.len() != 64 || hex::decode_to_slice(s, &mut out).is_err() {
+                    return Err(Error::Invalid(format!(
+                        "{} is not a valid {} (64 hex digits)",
+                        s,
+                        stringify!($name)
+                    )));
+                }
+                Ok(Self(out))
+            }
+
+            /// Builds an id from a slice that must be 32 bytes long.
+            pub fn from_slice(b: &[u8]) -> Option<Self> {
+                b.try_into().ok().map(Self)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.short())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self, Error> {
+                Self::from_hex(s)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_str(&self.to_hex())
+                } else {
+                    s.serialize_bytes(&self.0)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                use serde::de::Error as _;
+                if d.is_human_readable() {
+                    let s = String::deserialize(d)?;
+                    Self::from_hex(&s).map_err(D::Error::custom)
+                } else {
+                    let b: serde_bytes_array::Bytes32 = Deserialize::deserialize(d)?;
+                    Ok(Self(b.0))
+                }
+            }
+        }
+    };
+}
+
+hex_id!(
+    /// Address of a blob (file chunk or tree): blake3 of its plaintext.
+    BlobId
+);
+hex_id!(
+    /// Address of a pack file: blake3 of the whole pack.
+    PackId
+);
+hex_id!(
+    /// Address of a snapshot manifest: sha256 of its canonical bytes.
+    SnapshotId
+);
+
+impl BlobId {
+    /// Hashes plaintext into its blob id.
+    pub fn of(data: &[u8]) -> Self {
+        BlobId(*blake3::hash(data).as_bytes())
+    }
+}
+
+mod serde_bytes_array {
+    use serde::de::{Error, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    /// Exactly 32 bytes, from a binary serializer.
+    pub struct Bytes32(pub [u8; 32]);
+
+    impl<'de> Deserialize<'de> for Bytes32 {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Bytes32;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("32 bytes")
+                }
+                fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Bytes32, E> {
+                    v.try_into()
+                        .map(Bytes32)
+                        .map_err(|_| E::invalid_length(v.len(), &self))
+                }
+            }
+            d.deserialize_bytes(V)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let id = BlobId::of(b"hello");
+        assert_eq!(BlobId::from_hex(&id.to_hex()).unwrap(), id);
+        assert!(BlobId::from_hex("zz").is_err());
+        assert!(BlobId::from_hex(&"g".repeat(64)).is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! `index.sqlite`: a local cache mapping blob ids to where they sit in packs.
+//!
+//! The index is never the source of truth: every row can be rebuilt from pack trailers
+//! (`vault reindex`), and packs are only added to it after they are durable on disk. Writes are
+//! batched one transaction per pack; reads are batched too (the whole id set or the whole location
+//! map in one query), so nothing on the hot path makes a SQLite round trip per chunk.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::blob::{BlobKind, Compression};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId};
+use crate::pack::PackEntry;
+
+const SCHEMA: &str = "
+PRAGMA journal_mode=WAL;
+PRAGMA synchronous=NORMAL;
+CREATE TABLE IF NOT EXISTS packs(
+    seq  INTEGER PRIMARY KEY,
+    id   BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blobs(
+    id          BLOB PRIMARY KEY,
+    pack        INTEGER NOT NULL,
+    kind        INTEGER NOT NULL,
+    compression INTEGER NOT NULL,
+    offset      INTEGER NOT NULL,
+    stored_len  INTEGER NOT NULL,
+    raw_len     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs(pack);
+";
+
+/// Where a blob can be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub pack: PackId,
+    pub entry: PackEntry,
+}
+
+/// The SQLite index of one vault.
+pub struct Index {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Index {
+    /// Opens (creating if needed) the index at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let err = |source| Error::Index {
+            path: path.into(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Index {
+            conn,
+            path: path.into(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::Index {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Records a durable pack and all its blobs in one transaction.
+    pub fn add_pack(&mut self, id: &PackId, size: u64, entries: &[PackEntry]) -> Result<()> {
+        let path = self.path.clone();
+        let err = |source| Error::Index {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO packs(id, size) VALUES (?1, ?2)",
+            params![&id.0[..], size as i64],
+        )
+        .map_err(err)?;
+        let seq: i64 = tx
+            .query_row("SELECT seq FROM packs WHERE id = ?1", [&id.0[..]], |r| {
+                r.get(0)
+            })
+            .map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO blobs(id, pack, kind, compression, offset, stored_len, raw_len)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(err)?;
+            for e in entries {
+                stmt.execute(params![
+                    &e.id.0[..],
+                    seq,
+                    e.kind as u8,
+                    e.compression as u8,
+                    e.offset as i64,
+                    e.stored_len,
+                    e.raw_len
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Forgets a pack and its blobs (used when the pack file is gone).
+    pub fn remove_pack(&mut self, id: &PackId) -> Result<()> {
+        let path = self.path.clone();
+        let err = |source| Error::Index {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let seq: Option<i64> = tx
+            .query_row("SELECT seq FROM packs WHERE id = ?1", [&id.0[..]], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(err)?;
+        if let Some(seq) = seq {
+            tx.execute("DELETE FROM blobs WHERE pack = ?1", [seq])
+                .map_err(err)?;
+            tx.execute("DELETE FROM packs WHERE seq = ?1", [seq])
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Empties the index (before a rebuild).
+    pub fn clear(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch("DELETE FROM blobs; DELETE FROM packs;")
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every indexed pack with its recorded size.
+    pub fn packs(&self) -> Result<HashMap<PackId, u64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, size FROM packs")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (id, size) = row.map_err(|e| self.err(e))?;
+            let id =
+                PackId::from_slice(&id).ok_or_else(|| self.corrupt("pack id is not 32 bytes"))?;
+            out.insert(id, size as u64);
+        }
+        Ok(out)
+    }
+
+    fn corrupt(&self, reason: &str) -> Error {
+        Error::corrupt(
+            format!("index {}", self.path.display()),
+            format!("{reason}; run `vault reindex`"),
+        )
+    }
+
+    /// The ids of every indexed blob, for deduplication.
+    pub fn blob_ids(&self) -> Result<HashSet<BlobId>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM blobs")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = HashSet::new();
+        for row in rows {
+            let id = row.map_err(|e| self.err(e))?;
+            out.insert(
+                BlobId::from_slice(&id).ok_or_else(|| self.corrupt("blob id is not 32 bytes"))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The location of every indexed blob, for restore and verify.
+    pub fn locations(&self) -> Result<HashMap<BlobId, Location>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT b.id, p.id, b.kind, b.compression, b.offset, b.stored_len, b.raw_len
+                 FROM blobs b JOIN packs p ON p.seq = b.pack",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, u8>(2)?,
+                    r.get::<_, u8>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, u32>(5)?,
+                    r.get::<_, u32>(6)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (id, pack, kind, comp, offset, stored_len, raw_len) =
+                row.map_err(|e| self.err(e))?;
+            let bad = || self.corrupt("malformed blob row");
+            let id = BlobId::from_slice(&id).ok_or_else(bad)?;
+            let entry = PackEntry {
+                id,
+                kind: BlobKind::from_u8(kind).ok_or_else(bad)?,
+                compression: Compression::from_u8(comp).ok_or_else(bad)?,
+                offset: u64::try_from(offset).map_err(|_| bad())?,
+                stored_len,
+                raw_len,
+            };
+            let pack = PackId::from_slice(&pack).ok_or_else(bad)?;
+            out.insert(id, Location { pack, entry });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_list_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(&dir.path().join("index.sqlite")).unwrap();
+        let e = PackEntry {
+            id: BlobId::of(b"a"),
+            kind: BlobKind::Data,
+            compression: Compression::Zstd,
+            offset: 8,
+            stored_len: 10,
+            raw_len: 20,
+        };
+        let p = PackId([7; 32]);
+        idx.add_pack(&p, 100, &[e]).unwrap();
+        idx.add_pack(&p, 100, &[e]).unwrap();
+        assert_eq!(idx.packs().unwrap()[&p], 100);
+        assert!(idx.blob_ids().unwrap().contains(&e.id));
+        assert_eq!(
+            idx.locations().unwrap()[&e.id],
+            Location { pack: p, entry: e }
+        );
+        idx.remove_pack(&p).unwrap();
+        assert!(idx.blob_ids().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,341 @@
+//! Packs: immutable files of many blobs with a self-describing trailer.
+//!
+//! ```text
+//! pack    := header blob* trailer footer
+//! header  := "AVPK" version:u8 0 0 0                       (8 bytes)
+//! trailer := entry*                                        (ENTRY_BYTES each)
+//! entry   := id[32] kind:u8 compression:u8 0 0 offset:u64 stored_len:u32 raw_len:u32
+//! footer  := trailer_len:u32 blake3(trailer)[32] "AVPKEND1" (FOOTER_BYTES)
+//! ```
+//! All integers are little-endian. A pack's id is the blake3 of all its bytes, and it is stored as
+//! `packs/<first 2 hex>/<id>.pack`. The trailer alone is enough to rebuild the index, so losing
+//! `index.sqlite` loses nothing. This module owns the byte format; where packs live and how they
+//! are found is `index` and `vault`'s business.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::blob::{BlobKind, Compression, SealedBlob, MAX_BLOB_RAW_BYTES};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::id::{BlobId, PackId};
+
+const MAGIC: &[u8; 4] = b"AVPK";
+const END_MAGIC: &[u8; 8] = b"AVPKEND1";
+const PACK_VERSION: u8 = 1;
+/// Size of the pack header.
+pub const HEADER_BYTES: u64 = 8;
+/// Size of one trailer entry.
+pub const ENTRY_BYTES: usize = 52;
+/// Size of the footer.
+pub const FOOTER_BYTES: u64 = 44;
+/// A trailer larger than this is refused before allocating (a 1 GiB pack of 64 KiB blobs needs
+/// under 1 MiB).
+const MAX_TRAILER_BYTES: u32 = 64 * 1024 * 1024;
+const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Where one blob sits in a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: BlobId,
+    pub kind: BlobKind,
+    pub compression: Compression,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+}
+
+impl PackEntry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.id.0);
+        out.push(self.kind as u8);
+        out.push(self.compression as u8);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.stored_len.to_le_bytes());
+        out.extend_from_slice(&self.raw_len.to_le_bytes());
+    }
+
+    fn decode(b: &[u8]) -> std::result::Result<Self, String> {
+        let id = BlobId::from_slice(&b[..32]).expect("invariant: entry slice is ENTRY_BYTES long");
+        let kind =
+            BlobKind::from_u8(b[32]).ok_or_else(|| format!("blob {id}: unknown kind {}", b[32]))?;
+        let compression = Compression::from_u8(b[33])
+            .ok_or_else(|| format!("blob {id}: unknown compression {}", b[33]))?;
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Ok(PackEntry {
+            id,
+            kind,
+            compression,
+            offset: u64_at(36),
+            stored_len: u32_at(44),
+            raw_len: u32_at(48),
+        })
+    }
+}
+
+/// The path of a pack inside `packs/`.
+pub fn pack_path(packs_dir: &Path, id: &PackId) -> PathBuf {
+    let hex = id.to_hex();
+    packs_dir.join(&hex[..2]).join(format!("{hex}.pack"))
+}
+
+/// Parses a pack name (`<64 hex>.pack`) back into its id.
+pub fn parse_pack_name(name: &str) -> Option<PackId> {
+    name.strip_suffix(".pack")
+        .and_then(|h| PackId::from_hex(h).ok())
+}
+
+/// Reads the footer: returns the trailer's length and checksum after bounds checks.
+fn parse_footer(footer: &[u8], pack_len: u64) -> std::result::Result<(u32, [u8; 32]), String> {
+    if pack_len < HEADER_BYTES + FOOTER_BYTES || footer.len() != FOOTER_BYTES as usize {
+        return Err(format!("{pack_len} bytes is too short for a pack"));
+    }
+    if &footer[36..44] != END_MAGIC {
+        return Err("footer magic missing (truncated pack?)".into());
+    }
+    let trailer_len = u32::from_le_bytes(footer[..4].try_into().expect("4 bytes"));
+    if trailer_len > MAX_TRAILER_BYTES
+        || trailer_len as usize % ENTRY_BYTES != 0
+        || u64::from(trailer_len) > pack_len - HEADER_BYTES - FOOTER_BYTES
+    {
+        return Err(format!("trailer length {trailer_len} is impossible"));
+    }
+    let sum: [u8; 32] = footer[4..36].try_into().expect("32 bytes");
+    Ok((trailer_len, sum))
+}
+
+/// Checks the trailer's checksum and decodes its entries, bounding each to the blob area.
+fn parse_trailer(
+    trailer: &[u8],
+    sum: &[u8; 32],
+    pack_len: u64,
+) -> std::result::Result<Vec<PackEntry>, String> {
+    if blake3::hash(trailer).as_bytes() != sum {
+        return Err("trailer checksum mismatch".into());
+    }
+    let blobs_end = pack_len - FOOTER_BYTES - trailer.len() as u64;
+    let mut entries = Vec::with_capacity(trailer.len() / ENTRY_BYTES);
+    for raw in trailer.chunks_exact(ENTRY_BYTES) {
+        let e = PackEntry::decode(raw)?;
+        let end = e.offset.checked_add(u64::from(e.stored_len));
+        if e.offset < HEADER_BYTES || end.is_none_or(|end| end > blobs_end) {
+            return Err(format!("blob {} lies outside the pack", e.id));
+        }
+        if e.raw_len > MAX_BLOB_RAW_BYTES {
+            return Err(format!("blob {} claims {} bytes", e.id, e.raw_len));
+        }
+        entries.push(e);
+    }
+    Ok(entries)
+}
+
+/// Parses a whole pack held in memory and checks its header (not its id; see [`PackId`]).
+pub fn parse_pack(bytes: &[u8]) -> std::result::Result<Vec<PackEntry>, String> {
+    let len = bytes.len() as u64;
+    if len < HEADER_BYTES + FOOTER_BYTES {
+        return Err(format!("{len} bytes is too short for a pack"));
+    }
+    check_header(&bytes[..HEADER_BYTES as usize])?;
+    let footer = &bytes[(len - FOOTER_BYTES) as usize..];
+    let (tlen, sum) = parse_footer(footer, len)?;
+    let tstart = (len - FOOTER_BYTES - u64::from(tlen)) as usize;
+    parse_trailer(&bytes[tstart..(len - FOOTER_BYTES) as usize], &sum, len)
+}
+
+fn check_header(h: &[u8]) -> std::result::Result<(), String> {
+    if &h[..4] != MAGIC {
+        return Err("not a pack (bad magic)".into());
+    }
+    if h[4] != PACK_VERSION {
+        return Err(format!("pack version {} is not supported", h[4]));
+    }
+    Ok(())
+}
+
+/// Reads only a pack's header, footer and trailer from disk.
+pub fn read_trailer(path: &Path) -> Result<Vec<PackEntry>> {
+    let obj = || format!("pack {}", path.display());
+    let file = File::open(path).at(path)?;
+    let len = file.metadata().at(path)?.len();
+    if len < HEADER_BYTES + FOOTER_BYTES {
+        return Err(Error::corrupt(
+            obj(),
+            format!("{len} bytes is too short for a pack"),
+        ));
+    }
+    let mut header = [0u8; HEADER_BYTES as usize];
+    file.read_exact_at(&mut header, 0).at(path)?;
+    check_header(&header).map_err(|r| Error::corrupt(obj(), r))?;
+    let mut footer = [0u8; FOOTER_BYTES as usize];
+    file.read_exact_at(&mut footer, len - FOOTER_BYTES)
+        .at(path)?;
+    let (tlen, sum) = parse_footer(&footer, len).map_err(|r| Error::corrupt(obj(), r))?;
+    let mut trailer = vec![0u8; tlen as usize];
+    file.read_exact_at(&mut trailer, len - FOOTER_BYTES - u64::from(tlen))
+        .at(path)?;
+    parse_trailer(&trailer, &sum, len).map_err(|r| Error::corrupt(obj(), r))
+}
+
+/// A pack that has been written, fsynced and renamed into place.
+#[derive(Debug)]
+pub struct FinishedPack {
+    pub id: PackId,
+    pub size: u64,
+    pub entries: Vec<PackEntry>,
+}
+
+/// Appends sealed blobs to a temporary file and publishes it atomically as a pack.
+pub struct PackWriter {
+    packs_dir: PathBuf,
+    out: BufWriter<tempfile::NamedTempFile>,
+    hasher: blake3::Hasher,
+    entries: Vec<PackEntry>,
+    len: u64,
+}
+
+impl PackWriter {
+    /// Starts a pack in `packs_dir` (the temporary file lives there too, so the rename is atomic).
+    pub fn new(packs_dir: &Path) -> Result<Self> {
+        let tmp = tempfile::Builder::new()
+            .prefix(fsutil::TEMP_PREFIX)
+            .tempfile_in(packs_dir)
+            .at(packs_dir)?;
+        let mut w = PackWriter {
+            packs_dir: packs_dir.to_path_buf(),
+            out: BufWriter::with_capacity(WRITE_BUFFER_BYTES, tmp),
+            hasher: blake3::Hasher::new(),
+            entries: Vec::new(),
+            len: 0,
+        };
+        let mut header = Vec::with_capacity(HEADER_BYTES as usize);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&[PACK_VERSION, 0, 0, 0]);
+        w.write(&header)?;
+        Ok(w)
+    }
+
+    fn write(&mut self, b: &[u8]) -> Result<()> {
+        self.hasher.update(b);
+        self.len += b.len() as u64;
+        let path = self.out.get_ref().path().to_path_buf();
+        self.out.write_all(b).at(path)
+    }
+
+    /// Appends one blob.
+    pub fn add(&mut self, blob: &SealedBlob) -> Result<()> {
+        let stored_len = u32::try_from(blob.bytes.len())
+            .map_err(|_| Error::Invalid(format!("blob {} too large for a pack", blob.id)))?;
+        self.entries.push(PackEntry {
+            id: blob.id,
+            kind: blob.kind,
+            compression: blob.compression,
+            offset: self.len,
+            stored_len,
+            raw_len: blob.raw_len,
+        });
+        self.write(&blob.bytes)
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True while no blob has been added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Writes the trailer, fsyncs, and renames the pack to its content address.
+    pub fn finish(mut self) -> Result<FinishedPack> {
+        let mut trailer = Vec::with_capacity(self.entries.len() * ENTRY_BYTES);
+        for e in &self.entries {
+            e.encode(&mut trailer);
+        }
+        let tlen = u32::try_from(trailer.len())
+            .map_err(|_| Error::Invalid("pack trailer too large".into()))?;
+        let mut footer = Vec::with_capacity(FOOTER_BYTES as usize);
+        footer.extend_from_slice(&tlen.to_le_bytes());
+        footer.extend_from_slice(blake3::hash(&trailer).as_bytes());
+        footer.extend_from_slice(END_MAGIC);
+        self.write(&trailer)?;
+        self.write(&footer)?;
+        let id = PackId(*self.hasher.finalize().as_bytes());
+        let tmp = self.out.into_inner().map_err(|e| {
+            let (err, w) = e.into_parts();
+            Error::io(w.get_ref().path(), err)
+        })?;
+        tmp.as_file().sync_all().at(tmp.path())?;
+        let dest = pack_path(&self.packs_dir, &id);
+        let sub = dest.parent().expect("invariant: pack path has a parent");
+        fsutil::create_dir_durable(sub)?;
+        tmp.persist(&dest).map_err(|e| e.error).at(&dest)?;
+        fsutil::sync_dir(sub)?;
+        Ok(FinishedPack {
+            id,
+            size: self.len,
+            entries: self.entries,
+        })
+    }
+}
+
+/// Reads a blob's stored bytes from an open pack file.
+pub fn read_stored(file: &File, path: &Path, e: &PackEntry) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; e.stored_len as usize];
+    file.read_exact_at(&mut buf, e.offset).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::corrupt(
+                format!("pack {}", path.display()),
+                format!("blob {} is cut short", e.id),
+            )
+        } else {
+            Error::io(path, err)
+        }
+    })?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob;
+
+    #[test]
+    fn write_then_parse_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PackWriter::new(dir.path()).unwrap();
+        let blobs: Vec<Vec<u8>> = (0..10)
+            .map(|i| format!("blob number {i} ").repeat(i * 50).into_bytes())
+            .collect();
+        for b in &blobs {
+            let s = blob::seal(BlobId::of(b), BlobKind::Data, b, 3).unwrap();
+            w.add(&s).unwrap();
+        }
+        let fin = w.finish().unwrap();
+        let path = pack_path(dir.path(), &fin.id);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(PackId(*blake3::hash(&bytes).as_bytes()), fin.id);
+        assert_eq!(parse_pack(&bytes).unwrap(), fin.entries);
+        assert_eq!(read_trailer(&path).unwrap(), fin.entries);
+        let f = File::open(&path).unwrap();
+        for (e, b) in fin.entries.iter().zip(&blobs) {
+            let stored = read_stored(&f, &path, e).unwrap();
+            assert_eq!(
+                &blob::open(&e.id, e.compression, e.raw_len, &stored).unwrap(),
+                b
+            );
+        }
+        // Truncation and bit flips in the trailer are reported, never panics.
+        for cut in [0, 1, 8, 40, bytes.len() - 1] {
+            assert!(parse_pack(&bytes[..cut]).is_err());
+        }
+        let mut flipped = bytes.clone();
+        let n = flipped.len();
+        flipped[n - 50] ^= 0x10;
+        assert!(parse_pack(&flipped).is_err());
+    }
+}

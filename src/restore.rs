@@ -1,0 +1,345 @@
+//! Restoring a snapshot into a target directory.
+//!
+//! Restore walks the snapshot's trees from the root, creates directories itself, and hands files
+//! to worker threads that read each chunk from its pack, decompress it, check its blake3 id and
+//! write it. Nothing is written outside the target: every name is checked ([`check_name`]) and
+//! duplicates are refused before anything is created, the walk only descends into directories it
+//! has just created or found to be real directories, and files are opened with `O_NOFOLLOW`. A
+//! file that cannot be restored (a corrupt chunk, say) is reported and removed, and the others
+//! are still restored. Directory modes and times are applied last, deepest first.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crossbeam_channel::bounded;
+use filetime::FileTime;
+
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::Manifest;
+use crate::progress::Progress;
+use crate::tree::{check_name, Entry, Node, Tree};
+use crate::util::{display_name, os_str};
+use crate::vault::BlobReader;
+
+/// What to restore and where.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// Paths inside the snapshot (`name/sub/file`); empty means everything.
+    pub includes: Vec<String>,
+    pub overwrite: bool,
+    /// Worker threads; 0 means one per core.
+    pub threads: usize,
+}
+
+/// What a restore did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    /// Entries that could not be restored, with the reason.
+    pub errors: Vec<String>,
+}
+
+struct FileJob {
+    path: PathBuf,
+    shown: String,
+    entry: Entry,
+}
+
+/// Restores `manifest`'s tree into `opts.target`.
+pub fn restore(
+    reader: &BlobReader,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreReport> {
+    prepare_target(&opts.target, opts.overwrite)?;
+    let includes: Vec<Vec<Vec<u8>>> = opts
+        .includes
+        .iter()
+        .map(|p| {
+            p.split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .map(|c| c.as_bytes().to_vec())
+                .collect()
+        })
+        .collect();
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        opts.threads
+    };
+    let bytes = AtomicU64::new(0);
+    let errors = Mutex::new(Vec::new());
+    let (tx, rx) = bounded::<FileJob>(256);
+    let mut walk = RestoreWalk {
+        reader,
+        includes: &includes,
+        overwrite: opts.overwrite,
+        tx,
+        report: RestoreReport::default(),
+        dirs: Vec::new(),
+        matched: vec![false; includes.len()],
+    };
+    let walked = std::thread::scope(|s| {
+        for _ in 0..threads {
+            let rx = rx.clone();
+            let (bytes, errors) = (&bytes, &errors);
+            s.spawn(move || {
+                for job in rx {
+                    match restore_file(reader, &job, opts.overwrite, progress) {
+                        Ok(n) => {
+                            bytes.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            let _ = fs::remove_file(&job.path);
+                            errors
+                                .lock()
+                                .expect("invariant: error list lock")
+                                .push(format!("{}: {}", job.shown, e.full()));
+                        }
+                    }
+                }
+            });
+        }
+        drop(rx);
+        let root = reader.tree(&manifest.tree);
+        let r = root.and_then(|t| walk.dir(&t, &opts.target, &[], ""));
+        drop(std::mem::replace(&mut walk.tx, bounded(0).0));
+        r
+    });
+    progress.finish();
+    walked?;
+    for (i, inc) in opts.includes.iter().enumerate() {
+        if !walk.matched[i] {
+            return Err(Error::Invalid(format!(
+                "--include {inc}: no such path in the snapshot"
+            )));
+        }
+    }
+    // Deepest directories first, so a read-only parent is set after its children.
+    for (path, entry) in walk.dirs.iter().rev() {
+        apply_meta(path, entry, false).ok();
+    }
+    let mut report = walk.report;
+    report.bytes = bytes.into_inner();
+    report
+        .errors
+        .extend(errors.into_inner().expect("invariant: error list lock"));
+    Ok(report)
+}
+
+fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
+    match fs::symlink_metadata(target) {
+        Ok(m) if !m.is_dir() => Err(Error::Invalid(format!(
+            "target {} exists and is not a directory",
+            target.display()
+        ))),
+        Ok(_) => {
+            let empty = fs::read_dir(target).at(target)?.next().is_none();
+            if !empty && !overwrite {
+                Err(Error::Invalid(format!(
+                    "target {} is not empty; pass --overwrite to restore into it",
+                    target.display()
+                )))
+            } else {
+                Ok(())
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(target).at(target),
+        Err(e) => Err(Error::io(target, e)),
+    }
+}
+
+struct RestoreWalk<'a> {
+    reader: &'a BlobReader,
+    includes: &'a [Vec<Vec<u8>>],
+    overwrite: bool,
+    tx: crossbeam_channel::Sender<FileJob>,
+    report: RestoreReport,
+    dirs: Vec<(PathBuf, Entry)>,
+    matched: Vec<bool>,
+}
+
+enum Want {
+    No,
+    /// On the way to an included path: create the directory, look inside.
+    Ancestor,
+    All,
+}
+
+impl RestoreWalk<'_> {
+    fn want(&mut self, rel: &[Vec<u8>]) -> Want {
+        if self.includes.is_empty() {
+            return Want::All;
+        }
+        let mut want = Want::No;
+        for (i, inc) in self.includes.iter().enumerate() {
+            if rel.len() >= inc.len() && rel[..inc.len()] == inc[..] {
+                self.matched[i] = true;
+                return Want::All;
+            }
+            if inc.len() > rel.len() && inc[..rel.len()] == rel[..] {
+                want = Want::Ancestor;
+            }
+        }
+        want
+    }
+
+    fn dir(&mut self, tree: &Tree, dir: &Path, rel: &[Vec<u8>], shown: &str) -> Result<()> {
+        for (i, e) in tree.entries.iter().enumerate() {
+            check_name(&e.name)?;
+            if i > 0 && tree.entries[i - 1].name >= e.name {
+                return Err(Error::UnsafeEntry {
+                    entry: format!("{shown}{}", display_name(&e.name)),
+                    reason: "duplicate or unsorted name in tree".into(),
+                });
+            }
+        }
+        for e in &tree.entries {
+            let mut rel_e = rel.to_vec();
+            rel_e.push(e.name.clone());
+            let want = self.want(&rel_e);
+            if matches!(want, Want::No) {
+                continue;
+            }
+            let path = dir.join(os_str(&e.name));
+            let shown_e = format!("{shown}{}", display_name(&e.name));
+            match &e.node {
+                Node::Dir { subtree } => {
+                    self.make_dir(&path, &shown_e)?;
+                    let sub = self.reader.tree(subtree);
+                    match sub {
+                        Ok(t) => self.dir(&t, &path, &rel_e, &format!("{shown_e}/"))?,
+                        Err(err @ Error::UnsafeEntry { .. }) => return Err(err),
+                        Err(err) => self
+                            .report
+                            .errors
+                            .push(format!("{shown_e}/: {}", err.full())),
+                    }
+                    self.report.dirs += 1;
+                    self.dirs.push((path, e.clone()));
+                }
+                _ if matches!(want, Want::Ancestor) => {}
+                Node::File { .. } => {
+                    self.report.files += 1;
+                    let job = FileJob {
+                        path,
+                        shown: shown_e,
+                        entry: e.clone(),
+                    };
+                    if self.tx.send(job).is_err() {
+                        return Err(Error::Invalid("restore workers stopped".into()));
+                    }
+                }
+                Node::Symlink { target } => {
+                    if let Err(err) = self.make_symlink(&path, target, e) {
+                        self.report
+                            .errors
+                            .push(format!("{shown_e}: {}", err.full()));
+                    } else {
+                        self.report.symlinks += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a directory, or accepts an existing real one; never a symlink to one.
+    fn make_dir(&self, path: &Path, shown: &str) -> Result<()> {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(m) if m.file_type().is_symlink() => Err(Error::UnsafeEntry {
+                entry: shown.into(),
+                reason: "the path would pass through a symlink in the target".into(),
+            }),
+            Ok(_) if self.overwrite => {
+                fs::remove_file(path).at(path)?;
+                fs::create_dir(path).at(path)
+            }
+            Ok(_) => Err(Error::Invalid(format!(
+                "{}: exists and is not a directory",
+                path.display()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(path).at(path),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn make_symlink(&self, path: &Path, target: &[u8], e: &Entry) -> Result<()> {
+        if self.overwrite {
+            if let Ok(m) = fs::symlink_metadata(path) {
+                if m.is_dir() {
+                    return Err(Error::Invalid(format!(
+                        "{}: a directory is in the way",
+                        path.display()
+                    )));
+                }
+                fs::remove_file(path).at(path)?;
+            }
+        }
+        std::os::unix::fs::symlink(os_str(target), path).at(path)?;
+        apply_meta(path, e, true)
+    }
+}
+
+fn restore_file(
+    reader: &BlobReader,
+    job: &FileJob,
+    overwrite: bool,
+    progress: &Progress,
+) -> Result<u64> {
+    let Node::File { chunks } = &job.entry.node else {
+        return Err(Error::Invalid("not a file".into()));
+    };
+    let mut opts = OpenOptions::new();
+    opts.write(true).mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    if overwrite {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    let mut f = opts.open(&job.path).at(&job.path)?;
+    let mut written = 0u64;
+    for id in chunks {
+        let data = reader.read(id)?;
+        f.write_all(&data).at(&job.path)?;
+        written += data.len() as u64;
+        progress.inc(data.len() as u64);
+    }
+    if written != job.entry.size {
+        return Err(Error::corrupt(
+            format!("file {}", job.shown),
+            format!("{written} bytes restored, manifest says {}", job.entry.size),
+        ));
+    }
+    drop(f);
+    apply_meta(&job.path, &job.entry, false)?;
+    Ok(written)
+}
+
+/// Applies mode, ownership (when root) and times.
+fn apply_meta(path: &Path, e: &Entry, is_link: bool) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let _ = std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid));
+    }
+    if !is_link {
+        fs::set_permissions(path, fs::Permissions::from_mode(e.mode & 0o7777)).at(path)?;
+    }
+    let mtime = FileTime::from_unix_time(
+        e.mtime_ns.div_euclid(1_000_000_000),
+        e.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    filetime::set_symlink_file_times(path, mtime, mtime).at(path)
+}

@@ -1,0 +1,904 @@
+//! Taking a snapshot: walk, chunk, hash, deduplicate, compress, pack, and write the manifest.
+//!
+//! ```text
+//! main thread: walk (ignore rules) ─► file jobs ─► [workers: read + FastCDC + blake3 + dedup]
+//!                 │                                      │ new chunks
+//!                 └─ tree blobs (bottom-up) ─────────────┴─► [compressors: zstd + verify] ─► [writer: packs + index]
+//! ```
+//! Every channel is bounded, so memory is a few buffers per thread whatever the input. The main
+//! thread walks the tree in sorted depth-first order and keeps only the directories on the current
+//! path open; a directory's tree blob is built once its files are done. Files whose size, mtime,
+//! ctime and inode match the parent snapshot reuse the parent's chunk list without being read.
+//!
+//! Deduplication consults one in-memory set of blob ids: the index's ids, loaded in one query,
+//! plus every id claimed during this run. Whoever inserts an id first writes that blob, so the
+//! same chunk met twice (in two files at once) is stored once. The manifest is written only after
+//! the writer has fsynced and indexed every pack.
+
+use std::collections::HashSet;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::audit::AuditRecord;
+use crate::blob::{self, BlobKind, SealedBlob};
+use crate::chunk::Chunker;
+use crate::config::ChunkerParams;
+use crate::error::{Error, IoContext, Result};
+use crate::id::{BlobId, SnapshotId};
+use crate::index::Index;
+use crate::manifest::{Manifest, SourcePath, Stats, MANIFEST_FORMAT};
+use crate::pack::PackWriter;
+use crate::progress::Progress;
+use crate::tree::{Entry, Node, Tree};
+use crate::vault::{BlobReader, Vault};
+
+/// File jobs queued ahead of the workers.
+const JOB_QUEUE: usize = 256;
+/// Raw chunks queued for compression, per compressor thread.
+const COMPRESS_QUEUE_PER_THREAD: usize = 4;
+/// Sealed blobs queued for the pack writer.
+const WRITE_QUEUE: usize = 16;
+
+/// What to snapshot and how.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotOptions {
+    pub paths: Vec<PathBuf>,
+    /// Extra gitignore-style globs to leave out.
+    pub excludes: Vec<String>,
+    /// Do not use a parent snapshot for change detection.
+    pub no_parent: bool,
+    /// Worker threads per stage; 0 means one per core.
+    pub threads: usize,
+}
+
+/// The result of a snapshot run.
+#[derive(Debug)]
+pub struct SnapshotOutcome {
+    pub id: SnapshotId,
+    pub manifest: Manifest,
+}
+
+/// Set of blob ids known to the vault or claimed by this run.
+struct Known(Mutex<HashSet<BlobId>>);
+
+impl Known {
+    /// True when the caller is the first to see `id` and must store it.
+    fn claim(&self, id: BlobId) -> bool {
+        self.0
+            .lock()
+            .expect("invariant: known-set lock is not poisoned")
+            .insert(id)
+    }
+
+    fn contains_all(&self, ids: &[BlobId]) -> bool {
+        let set = self
+            .0
+            .lock()
+            .expect("invariant: known-set lock is not poisoned");
+        ids.iter().all(|id| set.contains(id))
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    bytes_read: AtomicU64,
+    bytes_new: AtomicU64,
+    bytes_stored: AtomicU64,
+    blobs_new: AtomicU64,
+}
+
+struct RawBlob {
+    id: BlobId,
+    kind: BlobKind,
+    data: Vec<u8>,
+}
+
+/// A thread stopped: `None` when only because the stage after it went away.
+type Stop = Option<Error>;
+
+struct FileJob {
+    path: PathBuf,
+    reply: Sender<FileResult>,
+}
+
+enum FileResult {
+    Done(FileRead),
+    /// The file could not be read; the snapshot goes on without it.
+    Unreadable(String),
+    /// The pipeline stopped.
+    Aborted,
+}
+
+struct FileRead {
+    chunks: Vec<BlobId>,
+    size: u64,
+    meta: Metadata,
+    changed: bool,
+}
+
+/// Sends new blobs onward; shared by workers and the walker.
+#[derive(Clone)]
+struct BlobSink {
+    known: Arc<Known>,
+    tx: Sender<RawBlob>,
+    counters: Arc<Counters>,
+}
+
+impl BlobSink {
+    /// Stores `data` under `id` unless the vault or this run already has it.
+    fn put(&self, id: BlobId, kind: BlobKind, data: &[u8]) -> std::result::Result<(), Stop> {
+        if self.known.claim(id) {
+            self.counters
+                .bytes_new
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.counters.blobs_new.fetch_add(1, Ordering::Relaxed);
+            self.tx
+                .send(RawBlob {
+                    id,
+                    kind,
+                    data: data.to_vec(),
+                })
+                .map_err(|_| None)?;
+        }
+        Ok(())
+    }
+}
+
+/// Takes a snapshot of `opts.paths` into `vault`.
+pub fn snapshot(
+    vault: &mut Vault,
+    opts: &SnapshotOptions,
+    progress: &Progress,
+) -> Result<SnapshotOutcome> {
+    let started = Instant::now();
+    let roots = resolve_roots(&opts.paths)?;
+    let path_strings: Vec<String> = roots
+        .iter()
+        .map(|r| r.path.to_string_lossy().into_owned())
+        .collect();
+    let parent = if opts.no_parent {
+        None
+    } else {
+        find_parent(vault, &path_strings)?
+    };
+    let reader = vault.blob_reader()?;
+    let parent_root = match &parent {
+        Some((_, m)) => reader.tree(&m.tree).ok(),
+        None => None,
+    };
+
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        opts.threads
+    };
+    let known = Arc::new(Known(Mutex::new(vault.index().blob_ids()?)));
+    let counters = Arc::new(Counters::default());
+    let (job_tx, job_rx) = bounded::<FileJob>(JOB_QUEUE);
+    let (raw_tx, raw_rx) = bounded::<RawBlob>(COMPRESS_QUEUE_PER_THREAD * threads);
+    let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(WRITE_QUEUE);
+    let sink = BlobSink {
+        known: known.clone(),
+        tx: raw_tx,
+        counters: counters.clone(),
+    };
+
+    let params = vault.config.chunker.clone();
+    let level = vault.config.compression.level;
+    let packs_dir = vault.packs_dir();
+    let index_path = vault.root().join("index.sqlite");
+    let target = vault.config.pack_target_size;
+
+    let (walk_result, stops) = std::thread::scope(|s| {
+        let writer = s.spawn(move || write_packs(sealed_rx, &packs_dir, &index_path, target));
+        let compressors: Vec<_> = (0..threads)
+            .map(|_| {
+                let rx = raw_rx.clone();
+                let tx = sealed_tx.clone();
+                let counters = counters.clone();
+                s.spawn(move || compress_blobs(rx, tx, level, &counters))
+            })
+            .collect();
+        drop(raw_rx);
+        drop(sealed_tx);
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let rx = job_rx.clone();
+                let sink = sink.clone();
+                let counters = counters.clone();
+                let progress = progress.clone();
+                let params = params.clone();
+                s.spawn(move || read_files(rx, sink, params, &counters, &progress))
+            })
+            .collect();
+        drop(job_rx);
+
+        if progress.is_visible() {
+            let roots = roots.clone();
+            let excludes = opts.excludes.clone();
+            let progress = progress.clone();
+            s.spawn(move || estimate_total(&roots, &excludes, &progress));
+        }
+
+        let mut walker = Walker {
+            jobs: job_tx,
+            sink,
+            reader: &reader,
+            excludes: &opts.excludes,
+            stats: Stats::default(),
+            warnings: Vec::new(),
+            partial: false,
+        };
+        let result = walker.snapshot_roots(&roots, parent_root.as_ref());
+        let Walker {
+            stats,
+            warnings,
+            partial,
+            jobs,
+            sink,
+            ..
+        } = walker;
+        // Closing the senders lets each stage drain and stop.
+        drop(jobs);
+        drop(sink);
+        let mut stops: Vec<Stop> = Vec::new();
+        for w in workers {
+            stops.push(
+                w.join()
+                    .expect("invariant: worker threads do not panic")
+                    .err()
+                    .flatten(),
+            );
+        }
+        for c in compressors {
+            stops.push(
+                c.join()
+                    .expect("invariant: compressor threads do not panic")
+                    .err()
+                    .flatten(),
+            );
+        }
+        stops.push(
+            writer
+                .join()
+                .expect("invariant: writer thread does not panic")
+                .err()
+                .flatten(),
+        );
+        (result.map(|tree| (tree, stats, warnings, partial)), stops)
+    });
+    progress.finish();
+
+    // A real error from a stage explains an aborted walk better than the walk's own error.
+    if let Some(e) = stops.into_iter().flatten().next() {
+        return Err(e);
+    }
+    let (tree, mut stats, warnings, partial) = match walk_result {
+        Ok(v) => v,
+        Err(None) => {
+            return Err(Error::Invalid(
+                "snapshot pipeline stopped unexpectedly".into(),
+            ))
+        }
+        Err(Some(e)) => return Err(e),
+    };
+    stats.bytes_read = counters.bytes_read.load(Ordering::Relaxed);
+    stats.bytes_new = counters.bytes_new.load(Ordering::Relaxed);
+    stats.bytes_stored = counters.bytes_stored.load(Ordering::Relaxed);
+    stats.blobs_new = counters.blobs_new.load(Ordering::Relaxed);
+    stats.duration_ms = started.elapsed().as_millis() as u64;
+
+    let mut manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        time: crate::util::now_rfc3339_nanos(),
+        host: crate::util::hostname(),
+        user: crate::util::username(),
+        parent: parent.map(|(id, _)| id),
+        paths: roots
+            .iter()
+            .map(|r| SourcePath {
+                path: r.path.to_string_lossy().into_owned(),
+                name: crate::util::display_name(&r.name),
+            })
+            .collect(),
+        tree,
+        stats,
+        warnings,
+        partial,
+        sha256: None,
+    };
+    let id = vault.write_manifest(&mut manifest)?;
+    vault.audit(
+        &AuditRecord::new(
+            "snapshot",
+            Some(id.to_hex()),
+            if partial { "partial" } else { "ok" },
+        )
+        .with_detail(serde_json::json!({
+            "paths": path_strings,
+            "files": manifest.stats.files,
+            "bytes_new": manifest.stats.bytes_new,
+            "bytes_stored": manifest.stats.bytes_stored,
+            "warnings": manifest.warnings.len(),
+        })),
+    )?;
+    Ok(SnapshotOutcome { id, manifest })
+}
+
+#[derive(Debug, Clone)]
+struct Root {
+    path: PathBuf,
+    name: Vec<u8>,
+    meta: Metadata,
+}
+
+/// Makes every path absolute (without following a final symlink) and names its root entry.
+fn resolve_roots(paths: &[PathBuf]) -> Result<Vec<Root>> {
+    if paths.is_empty() {
+        return Err(Error::Invalid(
+            "nothing to snapshot: give at least one PATH".into(),
+        ));
+    }
+    let mut roots: Vec<Root> = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p).at(p)?;
+        let meta = std::fs::symlink_metadata(&abs).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::Invalid(format!("{}: no such file or directory", p.display()))
+            }
+            _ => Error::io(&abs, e),
+        })?;
+        let abs = normalize(&abs);
+        let base = abs
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_else(|| b"root".to_vec());
+        let mut name = base.clone();
+        let mut n = 2;
+        while roots.iter().any(|r| r.name == name) {
+            name = [base.as_slice(), format!("~{n}").as_bytes()].concat();
+            n += 1;
+        }
+        if roots.iter().any(|r| r.path == abs) {
+            continue;
+        }
+        roots.push(Root {
+            path: abs,
+            name,
+            meta,
+        });
+    }
+    Ok(roots)
+}
+
+/// Removes `.` and `..` components lexically (`std::path::absolute` keeps `..`).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The latest snapshot of exactly the same paths.
+fn find_parent(vault: &Vault, paths: &[String]) -> Result<Option<(SnapshotId, Manifest)>> {
+    let mut want: Vec<&String> = paths.iter().collect();
+    want.sort();
+    let (snaps, _) = vault.snapshots()?;
+    Ok(snaps.into_iter().rev().find(|(_, m)| {
+        let mut have: Vec<&String> = m.paths.iter().map(|p| &p.path).collect();
+        have.sort();
+        have == want
+    }))
+}
+
+fn entry_from(name: Vec<u8>, meta: &Metadata, node: Node) -> Entry {
+    Entry {
+        name,
+        node,
+        mode: meta.mode(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime_ns: meta
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.mtime_nsec()),
+        ctime_ns: meta
+            .ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.ctime_nsec()),
+        size: meta.len(),
+        inode: meta.ino(),
+        dev: meta.dev(),
+    }
+}
+
+/// Unchanged means same size, mtime, ctime and inode as in the parent.
+fn unchanged(parent: &Entry, now: &Entry) -> bool {
+    matches!(parent.node, Node::File { .. })
+        && parent.size == now.size
+        && parent.mtime_ns == now.mtime_ns
+        && parent.ctime_ns == now.ctime_ns
+        && parent.inode == now.inode
+}
+
+enum Pending {
+    Ready(Entry),
+    File {
+        entry: Entry,
+        path: PathBuf,
+        reply: Receiver<FileResult>,
+    },
+}
+
+struct OpenDir {
+    depth: usize,
+    entry: Entry,
+    parent: Option<Tree>,
+    entries: Vec<Pending>,
+}
+
+struct Walker<'a> {
+    jobs: Sender<FileJob>,
+    sink: BlobSink,
+    reader: &'a BlobReader,
+    excludes: &'a [String],
+    stats: Stats,
+    warnings: Vec<String>,
+    partial: bool,
+}
+
+impl Walker<'_> {
+    fn snapshot_roots(
+        &mut self,
+        roots: &[Root],
+        parent_root: Option<&Tree>,
+    ) -> std::result::Result<BlobId, Stop> {
+        let mut top = Vec::new();
+        for root in roots {
+            let parent_entry = parent_root.and_then(|t| t.get(&root.name));
+            if root.meta.is_dir() {
+                let parent_tree = self.parent_subtree(parent_entry);
+                let subtree =
+                    self.walk_dir(&root.path, &root.meta, root.name.clone(), parent_tree)?;
+                top.push(Pending::Ready(subtree));
+            } else if let Some(p) =
+                self.classify(&root.path, root.name.clone(), &root.meta, parent_entry)?
+            {
+                top.push(p);
+            }
+        }
+        let mut tree = self.finish_entries(top)?;
+        self.put_tree(&mut tree)
+    }
+
+    fn parent_subtree(&mut self, parent: Option<&Entry>) -> Option<Tree> {
+        match parent.map(|e| &e.node) {
+            Some(Node::Dir { subtree }) => self.reader.tree(subtree).ok(),
+            _ => None,
+        }
+    }
+
+    /// Walks one directory tree and returns its entry (with the subtree id filled in).
+    fn walk_dir(
+        &mut self,
+        root: &Path,
+        meta: &Metadata,
+        name: Vec<u8>,
+        parent: Option<Tree>,
+    ) -> std::result::Result<Entry, Stop> {
+        let walk = build_walk(root, self.excludes).map_err(Some)?;
+        let mut stack: Vec<OpenDir> = vec![OpenDir {
+            depth: 0,
+            entry: entry_from(
+                name,
+                meta,
+                Node::Dir {
+                    subtree: BlobId([0; 32]),
+                },
+            ),
+            parent,
+            entries: Vec::new(),
+        }];
+        self.stats.dirs += 1;
+        for item in walk {
+            let dent = match item {
+                Ok(d) => d,
+                Err(e) => {
+                    self.warn_unreadable(format!("{e}"));
+                    continue;
+                }
+            };
+            let depth = dent.depth();
+            if depth == 0 {
+                continue;
+            }
+            while stack.last().is_some_and(|d| d.depth >= depth) {
+                self.close_dir(&mut stack)?;
+            }
+            let path = dent.path().to_path_buf();
+            let name = dent.file_name().as_bytes().to_vec();
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn_unreadable(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            let top = stack
+                .last_mut()
+                .expect("invariant: the root stays on the stack");
+            let parent_entry = top.parent.as_ref().and_then(|t| t.get(&name)).cloned();
+            if meta.is_dir() {
+                let parent_tree = self.parent_subtree(parent_entry.as_ref());
+                self.stats.dirs += 1;
+                stack.push(OpenDir {
+                    depth,
+                    entry: entry_from(
+                        name,
+                        &meta,
+                        Node::Dir {
+                            subtree: BlobId([0; 32]),
+                        },
+                    ),
+                    parent: parent_tree,
+                    entries: Vec::new(),
+                });
+            } else if let Some(p) = self.classify(&path, name, &meta, parent_entry.as_ref())? {
+                stack
+                    .last_mut()
+                    .expect("invariant: non-empty stack")
+                    .entries
+                    .push(p);
+            }
+        }
+        while stack.len() > 1 {
+            self.close_dir(&mut stack)?;
+        }
+        let root = stack.pop().expect("invariant: root dir on the stack");
+        self.finish_dir(root)
+    }
+
+    fn close_dir(&mut self, stack: &mut Vec<OpenDir>) -> std::result::Result<(), Stop> {
+        let dir = stack
+            .pop()
+            .expect("invariant: close_dir on a non-empty stack");
+        let entry = self.finish_dir(dir)?;
+        stack
+            .last_mut()
+            .expect("invariant: closed dir has a parent")
+            .entries
+            .push(Pending::Ready(entry));
+        Ok(())
+    }
+
+    fn finish_dir(&mut self, dir: OpenDir) -> std::result::Result<Entry, Stop> {
+        let mut tree = self.finish_entries(dir.entries)?;
+        let id = self.put_tree(&mut tree)?;
+        let mut entry = dir.entry;
+        entry.node = Node::Dir { subtree: id };
+        Ok(entry)
+    }
+
+    /// Decides what a non-directory becomes: a file job, a reused file, a link, or a skip.
+    fn classify(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        meta: &Metadata,
+        parent: Option<&Entry>,
+    ) -> std::result::Result<Option<Pending>, Stop> {
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let target = match std::fs::read_link(path) {
+                Ok(t) => t.as_os_str().as_bytes().to_vec(),
+                Err(e) => {
+                    self.warn_unreadable(format!("{}: {e}", path.display()));
+                    return Ok(None);
+                }
+            };
+            self.stats.symlinks += 1;
+            return Ok(Some(Pending::Ready(entry_from(
+                name,
+                meta,
+                Node::Symlink { target },
+            ))));
+        }
+        if !ft.is_file() {
+            let kind = if ft.is_socket() {
+                "socket"
+            } else if ft.is_fifo() {
+                "FIFO"
+            } else if ft.is_block_device() || ft.is_char_device() {
+                "device"
+            } else {
+                "special file"
+            };
+            self.stats.skipped += 1;
+            self.warnings
+                .push(format!("skipped {kind} {}", path.display()));
+            return Ok(None);
+        }
+        let entry = entry_from(name, meta, Node::File { chunks: Vec::new() });
+        if let Some(Entry {
+            node: Node::File { chunks },
+            ..
+        }) = parent.filter(|p| unchanged(p, &entry))
+        {
+            if self.sink.known.contains_all(chunks) {
+                self.stats.files += 1;
+                self.stats.files_unchanged += 1;
+                self.stats.bytes += entry.size;
+                let chunks = chunks.clone();
+                return Ok(Some(Pending::Ready(Entry {
+                    node: Node::File { chunks },
+                    ..entry
+                })));
+            }
+        }
+        let (reply_tx, reply_rx) = bounded(1);
+        self.jobs
+            .send(FileJob {
+                path: path.to_path_buf(),
+                reply: reply_tx,
+            })
+            .map_err(|_| None)?;
+        Ok(Some(Pending::File {
+            entry,
+            path: path.to_path_buf(),
+            reply: reply_rx,
+        }))
+    }
+
+    /// Waits for a directory's file jobs and returns its tree.
+    fn finish_entries(&mut self, pending: Vec<Pending>) -> std::result::Result<Tree, Stop> {
+        let mut tree = Tree {
+            entries: Vec::with_capacity(pending.len()),
+        };
+        for p in pending {
+            match p {
+                Pending::Ready(e) => tree.entries.push(e),
+                Pending::File {
+                    mut entry,
+                    path,
+                    reply,
+                } => match reply.recv().unwrap_or(FileResult::Aborted) {
+                    FileResult::Done(read) => {
+                        let fresh = entry_from(
+                            entry.name.clone(),
+                            &read.meta,
+                            Node::File {
+                                chunks: read.chunks,
+                            },
+                        );
+                        entry = fresh;
+                        entry.size = read.size;
+                        if read.changed {
+                            // A zero mtime makes the next snapshot read the file again.
+                            entry.mtime_ns = 0;
+                            self.warnings
+                                .push(format!("{}: changed while it was read", path.display()));
+                        }
+                        self.stats.files += 1;
+                        self.stats.bytes += read.size;
+                        tree.entries.push(entry);
+                    }
+                    FileResult::Unreadable(msg) => self.warn_unreadable(msg),
+                    FileResult::Aborted => return Err(None),
+                },
+            }
+        }
+        Ok(tree)
+    }
+
+    fn put_tree(&mut self, tree: &mut Tree) -> std::result::Result<BlobId, Stop> {
+        let bytes = tree.encode();
+        let id = BlobId::of(&bytes);
+        self.sink.put(id, BlobKind::Tree, &bytes)?;
+        Ok(id)
+    }
+
+    fn warn_unreadable(&mut self, msg: String) {
+        self.partial = true;
+        self.stats.skipped += 1;
+        self.warnings.push(format!("unreadable: {msg}"));
+    }
+}
+
+fn build_walk(root: &Path, excludes: &[String]) -> Result<ignore::Walk> {
+    let mut overrides = ignore::overrides::OverrideBuilder::new(root);
+    for glob in excludes {
+        overrides
+            .add(&format!("!{glob}"))
+            .map_err(|e| Error::Invalid(format!("--exclude {glob:?}: {e}")))?;
+    }
+    let overrides = overrides
+        .build()
+        .map_err(|e| Error::Invalid(format!("--exclude: {e}")))?;
+    Ok(ignore::WalkBuilder::new(root)
+        .hidden(false)
+        .parents(false)
+        .ignore(true)
+        .git_ignore(true)
+        .git_global(false)
+        .git_exclude(false)
+        .require_git(false)
+        .follow_links(false)
+        .add_custom_ignore_filename(".vaultignore")
+        .overrides(overrides)
+        .sort_by_file_name(|a, b| a.as_bytes().cmp(b.as_bytes()))
+        .build())
+}
+
+/// Sums file sizes on the side so the progress bar can show an ETA.
+fn estimate_total(roots: &[Root], excludes: &[String], progress: &Progress) {
+    for r in roots {
+        if !r.meta.is_dir() {
+            progress.inc_total(r.meta.len());
+            continue;
+        }
+        let Ok(walk) = build_walk(&r.path, excludes) else {
+            return;
+        };
+        for d in walk.flatten() {
+            if let Some(m) = d.metadata().ok().filter(|m| m.is_file()) {
+                progress.inc_total(m.len());
+            }
+        }
+    }
+}
+
+/// Worker: reads files, cuts and hashes chunks, passes new ones on.
+fn read_files(
+    jobs: Receiver<FileJob>,
+    sink: BlobSink,
+    params: ChunkerParams,
+    counters: &Counters,
+    progress: &Progress,
+) -> std::result::Result<(), Stop> {
+    let mut chunker = Chunker::new(params);
+    for job in jobs {
+        let result = read_one(&job.path, &mut chunker, &sink, counters, progress);
+        let aborted = matches!(result, FileResult::Aborted);
+        let _ = job.reply.send(result);
+        if aborted {
+            return Err(None);
+        }
+    }
+    Ok(())
+}
+
+enum ReadStop {
+    Io(std::io::Error),
+    Pipeline,
+}
+
+impl From<std::io::Error> for ReadStop {
+    fn from(e: std::io::Error) -> Self {
+        ReadStop::Io(e)
+    }
+}
+
+fn read_one(
+    path: &Path,
+    chunker: &mut Chunker,
+    sink: &BlobSink,
+    counters: &Counters,
+    progress: &Progress,
+) -> FileResult {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => return FileResult::Unreadable(format!("{}: {e}", path.display())),
+    };
+    let before = match file.metadata() {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => {
+            return FileResult::Unreadable(format!("{}: no longer a regular file", path.display()))
+        }
+        Err(e) => return FileResult::Unreadable(format!("{}: {e}", path.display())),
+    };
+    let expected_chunks = before.len() / u64::from(chunker.params().avg_size) + 1;
+    let mut chunks = Vec::with_capacity(expected_chunks.min(1 << 16) as usize);
+    let run = chunker.run(&file, |data: &[u8]| -> std::result::Result<(), ReadStop> {
+        let id = BlobId::of(data);
+        chunks.push(id);
+        counters
+            .bytes_read
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        progress.inc(data.len() as u64);
+        sink.put(id, BlobKind::Data, data)
+            .map_err(|_| ReadStop::Pipeline)
+    });
+    let size = match run {
+        Ok(n) => n,
+        Err(ReadStop::Pipeline) => return FileResult::Aborted,
+        Err(ReadStop::Io(e)) => return FileResult::Unreadable(format!("{}: {e}", path.display())),
+    };
+    let changed = match file.metadata() {
+        Ok(after) => {
+            after.len() != before.len()
+                || after.mtime() != before.mtime()
+                || after.mtime_nsec() != before.mtime_nsec()
+                || size != before.len()
+        }
+        Err(_) => true,
+    };
+    FileResult::Done(FileRead {
+        chunks,
+        size,
+        meta: before,
+        changed,
+    })
+}
+
+/// Compressor: seals raw blobs (compress + verify-before-write).
+fn compress_blobs(
+    rx: Receiver<RawBlob>,
+    tx: Sender<SealedBlob>,
+    level: i32,
+    counters: &Counters,
+) -> std::result::Result<(), Stop> {
+    for raw in rx {
+        let sealed = blob::seal(raw.id, raw.kind, &raw.data, level).map_err(Some)?;
+        counters
+            .bytes_stored
+            .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
+        tx.send(sealed).map_err(|_| None)?;
+    }
+    Ok(())
+}
+
+/// Writer: appends sealed blobs to packs, publishes each pack and indexes it.
+fn write_packs(
+    rx: Receiver<SealedBlob>,
+    packs_dir: &Path,
+    index_path: &Path,
+    target: u64,
+) -> std::result::Result<(), Stop> {
+    let mut index = Index::open(index_path).map_err(Some)?;
+    let mut current: Option<PackWriter> = None;
+    for blob in rx {
+        let w = match current.as_mut() {
+            Some(w) => w,
+            None => current.insert(PackWriter::new(packs_dir).map_err(Some)?),
+        };
+        w.add(&blob).map_err(Some)?;
+        if w.len() >= target {
+            let done = current
+                .take()
+                .expect("invariant: current pack exists")
+                .finish()
+                .map_err(Some)?;
+            index
+                .add_pack(&done.id, done.size, &done.entries)
+                .map_err(Some)?;
+        }
+    }
+    if let Some(w) = current.filter(|w| !w.is_empty()) {
+        let done = w.finish().map_err(Some)?;
+        index
+            .add_pack(&done.id, done.size, &done.entries)
+            .map_err(Some)?;
+    }
+    Ok(())
+}
