@@ -31,9 +31,9 @@ pub struct ChunkerParams {
 }
 
 /// Default chunker parameters; README.md's "Chunk size" section gives the measurements behind them.
-pub const DEFAULT_CHUNK_MIN_BYTES: u32 = 64 * KIB;
-pub const DEFAULT_CHUNK_AVG_BYTES: u32 = 256 * KIB;
-pub const DEFAULT_CHUNK_MAX_BYTES: u32 = 1024 * KIB;
+pub const DEFAULT_CHUNK_MIN_BYTES: u32 = 16 * KIB;
+pub const DEFAULT_CHUNK_AVG_BYTES: u32 = 64 * KIB;
+pub const DEFAULT_CHUNK_MAX_BYTES: u32 = 256 * KIB;
 
 /// Default zstd level: level 3 is zstd's own default and about 1.4 GB/s on SQL text here.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;

@@ -3,6 +3,8 @@
 //! Pipeline threads only bump counters; the bar's own thread redraws at a steady rate, so a
 //! million small files cost a million atomic adds and no terminal writes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -11,12 +13,16 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(Clone)]
 pub struct Progress {
     bar: Option<ProgressBar>,
+    files: Arc<AtomicU64>,
 }
 
 impl Progress {
     /// No output at all.
     pub fn hidden() -> Self {
-        Progress { bar: None }
+        Progress {
+            bar: None,
+            files: Arc::default(),
+        }
     }
 
     /// A byte bar on stderr when stderr is a terminal, otherwise hidden.
@@ -25,16 +31,24 @@ impl Progress {
         if target.is_hidden() {
             return Self::hidden();
         }
-        let bar = ProgressBar::with_draw_target(None, target);
+        let files: Arc<AtomicU64> = Arc::default();
+        let counted = files.clone();
+        let bar = ProgressBar::with_draw_target(Some(0), target);
         bar.set_style(
             ProgressStyle::with_template(&format!(
-                "{verb} {{bytes}}/{{total_bytes}} {{msg}} [{{bar:30}}] {{binary_bytes_per_sec}} ETA {{eta}}"
+                "{verb} {{bytes}}/{{total_bytes}} {{files}} files [{{bar:30}}] {{binary_bytes_per_sec}} ETA {{eta}} {{msg}}"
             ))
             .expect("invariant: progress template is valid")
+            .with_key("files", move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}", counted.load(Ordering::Relaxed));
+            })
             .progress_chars("=> "),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
-        Progress { bar: Some(bar) }
+        Progress {
+            bar: Some(bar),
+            files,
+        }
     }
 
     /// True when something is drawn (callers skip work that only feeds the bar).
@@ -54,9 +68,10 @@ impl Progress {
         }
     }
 
-    pub fn set_message(&self, msg: String) {
-        if let Some(b) = &self.bar {
-            b.set_message(msg);
+    /// Counts one more file done.
+    pub fn inc_file(&self) {
+        if self.bar.is_some() {
+            self.files.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -325,6 +325,7 @@ fn restore_file(
     }
     drop(f);
     apply_meta(&job.path, &job.entry, false)?;
+    progress.inc_file();
     Ok(written)
 }
 
