@@ -159,6 +159,13 @@ pub fn snapshot(
 ) -> Result<SnapshotOutcome> {
     let started = Instant::now();
     let roots = resolve_roots(&opts.paths)?;
+    let rules = WalkRules {
+        excludes: opts.excludes.clone(),
+        vault: std::fs::canonicalize(vault.root()).at(vault.root())?,
+    };
+    for r in roots.iter().filter(|r| r.meta.is_dir()) {
+        build_walk(&r.path, &rules)?; // bad --exclude globs fail here, before any work
+    }
     let path_strings: Vec<String> = roots
         .iter()
         .map(|r| r.path.to_string_lossy().into_owned())
@@ -224,16 +231,16 @@ pub fn snapshot(
 
         if progress.is_visible() {
             let roots = roots.clone();
-            let excludes = opts.excludes.clone();
+            let rules = rules.clone();
             let progress = progress.clone();
-            s.spawn(move || estimate_total(&roots, &excludes, &progress));
+            s.spawn(move || estimate_total(&roots, &rules, &progress));
         }
 
         let mut walker = Walker {
             jobs: job_tx,
             sink,
             reader: &reader,
-            excludes: &opts.excludes,
+            rules: &rules,
             stats: Stats::default(),
             warnings: Vec::new(),
             partial: false,
@@ -458,7 +465,7 @@ struct Walker<'a> {
     jobs: Sender<FileJob>,
     sink: BlobSink,
     reader: &'a BlobReader,
-    excludes: &'a [String],
+    rules: &'a WalkRules,
     stats: Stats,
     warnings: Vec<String>,
     partial: bool,
@@ -503,7 +510,7 @@ impl Walker<'_> {
         name: Vec<u8>,
         parent: Option<Tree>,
     ) -> std::result::Result<Entry, Stop> {
-        let walk = build_walk(root, self.excludes).map_err(Some)?;
+        let walk = build_walk(root, self.rules).map_err(Some)?;
         let mut stack: Vec<OpenDir> = vec![OpenDir {
             depth: 0,
             entry: entry_from(
@@ -721,9 +728,17 @@ impl Walker<'_> {
     }
 }
 
-fn build_walk(root: &Path, excludes: &[String]) -> Result<ignore::Walk> {
+/// What the walk leaves out besides ignore files: `--exclude` globs and the vault itself.
+#[derive(Clone)]
+struct WalkRules {
+    excludes: Vec<String>,
+    /// The vault's own directory, never snapshotted into itself.
+    vault: PathBuf,
+}
+
+fn build_walk(root: &Path, rules: &WalkRules) -> Result<ignore::Walk> {
     let mut overrides = ignore::overrides::OverrideBuilder::new(root);
-    for glob in excludes {
+    for glob in &rules.excludes {
         overrides
             .add(&format!("!{glob}"))
             .map_err(|e| Error::Invalid(format!("--exclude {glob:?}: {e}")))?;
@@ -743,17 +758,21 @@ fn build_walk(root: &Path, excludes: &[String]) -> Result<ignore::Walk> {
         .add_custom_ignore_filename(".vaultignore")
         .overrides(overrides)
         .sort_by_file_name(|a, b| a.as_bytes().cmp(b.as_bytes()))
+        .filter_entry({
+            let vault = rules.vault.clone();
+            move |e| e.path() != vault
+        })
         .build())
 }
 
 /// Sums file sizes on the side so the progress bar can show an ETA.
-fn estimate_total(roots: &[Root], excludes: &[String], progress: &Progress) {
+fn estimate_total(roots: &[Root], rules: &WalkRules, progress: &Progress) {
     for r in roots {
         if !r.meta.is_dir() {
             progress.inc_total(r.meta.len());
             continue;
         }
-        let Ok(walk) = build_walk(&r.path, excludes) else {
+        let Ok(walk) = build_walk(&r.path, rules) else {
             return;
         };
         for d in walk.flatten() {

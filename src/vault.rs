@@ -357,3 +357,65 @@ impl BlobReader {
         Tree::decode(&bytes).map_err(|r| Error::corrupt(format!("tree {id}"), r))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Progress;
+    use crate::snapshot::{snapshot, SnapshotOptions};
+
+    #[test]
+    fn reconcile_indexes_published_but_unindexed_packs_and_sweeps_temp_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        fs::create_dir(&data).unwrap();
+        fs::write(data.join("f"), b"some bytes worth keeping".repeat(100)).unwrap();
+        let root = tmp.path().join("v");
+        Vault::init(&root, ChunkerParams::default()).unwrap();
+        {
+            let mut v = Vault::open(&root, LockMode::Exclusive, None).unwrap();
+            let opts = SnapshotOptions {
+                paths: vec![data.clone()],
+                ..Default::default()
+            };
+            snapshot(&mut v, &opts, &Progress::hidden()).unwrap();
+            // As if killed after publishing the pack but before indexing it.
+            v.index_mut().clear().unwrap();
+        }
+        fs::write(root.join("packs").join(".tmp-leftover"), b"half a pack").unwrap();
+        let mut v = Vault::open(&root, LockMode::Exclusive, None).unwrap();
+        assert_eq!(v.index().packs().unwrap().len(), 1);
+        assert!(!root.join("packs").join(".tmp-leftover").exists());
+        let opts = SnapshotOptions {
+            paths: vec![data],
+            no_parent: true,
+            ..Default::default()
+        };
+        let again = snapshot(&mut v, &opts, &Progress::hidden()).unwrap();
+        assert_eq!(
+            again.manifest.stats.bytes_stored, 0,
+            "data already in a pack is reused"
+        );
+    }
+
+    #[test]
+    fn resolve_latest_prefix_and_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("v");
+        Vault::init(&root, ChunkerParams::default()).unwrap();
+        let mut v = Vault::open(&root, LockMode::Exclusive, None).unwrap();
+        assert!(matches!(
+            v.resolve("latest"),
+            Err(Error::SnapshotRef { .. })
+        ));
+        let opts = SnapshotOptions {
+            paths: vec![tmp.path().join("v/config.json")],
+            ..Default::default()
+        };
+        let s = snapshot(&mut v, &opts, &Progress::hidden()).unwrap();
+        assert_eq!(v.resolve("latest").unwrap().0, s.id);
+        assert_eq!(v.resolve(&s.id.to_hex()[..6]).unwrap().0, s.id);
+        assert!(v.resolve("zz").is_err());
+        assert!(Vault::init(&root, ChunkerParams::default()).is_err());
+    }
+}

@@ -18,7 +18,7 @@ use crate::id::{BlobId, PackId, SnapshotId};
 use crate::manifest::Manifest;
 use crate::pack;
 use crate::progress::Progress;
-use crate::tree::{Node, Tree};
+use crate::tree::{check_name, Node, Tree};
 use crate::util::display_name;
 use crate::vault::{BlobReader, Vault};
 
@@ -334,6 +334,11 @@ impl Tracer<'_> {
         for e in &tree.entries {
             let child = format!("{path}/{}", display_name(&e.name));
             let child = child.trim_start_matches('/').to_string();
+            if let Err(err) = check_name(&e.name) {
+                self.problems
+                    .push(format!("snapshot {snap}: {shown}: {err}"));
+                clean = false;
+            }
             match &e.node {
                 Node::Dir { subtree } => clean &= self.tree(subtree, snap, &child),
                 Node::File { chunks } => {
