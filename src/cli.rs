@@ -19,6 +19,9 @@ use crate::util::human_bytes;
 use crate::vault::Vault;
 use crate::verify::{self, VerifyOptions};
 
+/// Blob ids printed per damaged pack in the human report.
+const BLOBS_SHOWN: usize = 10;
+
 /// Exit codes; README.md documents them and scripts rely on them.
 pub mod exit {
     pub const OK: i32 = 0;
@@ -142,6 +145,7 @@ pub fn exit_code(e: &Error) -> i32 {
     match e {
         Error::NoVault { .. } => exit::NO_VAULT,
         Error::Locked { .. } => exit::LOCKED,
+        Error::Corrupt { .. } | Error::Missing { .. } => exit::DAMAGED,
         _ => exit::ERROR,
     }
 }
@@ -399,8 +403,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
                 for d in &r.damaged_packs {
                     say!("damaged pack {}: {}", d.pack, d.reason);
-                    for b in &d.blobs {
+                    for b in d.blobs.iter().take(BLOBS_SHOWN) {
                         say!("  blob {b}");
+                    }
+                    if d.blobs.len() > BLOBS_SHOWN {
+                        say!("  ... and {} more blobs (--json lists all)", d.blobs.len() - BLOBS_SHOWN);
                     }
                     for s in &d.snapshots {
                         say!("  breaks snapshot {s}");

@@ -697,8 +697,8 @@ impl Walker<'_> {
                         entry = fresh;
                         entry.size = read.size;
                         if read.changed {
-                            // A zero mtime makes the next snapshot read the file again.
-                            entry.mtime_ns = 0;
+                            // A zero ctime (never restored) makes the next snapshot read it again.
+                            entry.ctime_ns = 0;
                             self.warnings
                                 .push(format!("{}: changed while it was read", path.display()));
                         }
