@@ -7,6 +7,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -56,10 +57,20 @@ pub fn append(path: &Path, record: &AuditRecord) -> Result<()> {
     let mut line = serde_json::to_vec(record).expect("invariant: audit record serializes");
     line.push(b'\n');
     let mut f = OpenOptions::new()
+        .read(true)
         .create(true)
         .append(true)
         .open(path)
         .at(path)?;
+    // After a torn last write, start on a fresh line so this record stays readable.
+    let len = f.metadata().at(path)?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        f.read_exact_at(&mut last, len - 1).at(path)?;
+        if last[0] != b'\n' {
+            line.insert(0, b'\n');
+        }
+    }
     f.write_all(&line).at(path)?;
     f.sync_data().at(path)
 }
@@ -106,8 +117,10 @@ mod tests {
             .unwrap()
             .write_all(b"{\"time\":")
             .unwrap();
+        append(&p, &AuditRecord::new("restore", None, "ok")).unwrap();
         let (recs, bad) = read(&p).unwrap();
-        assert_eq!(recs.len(), 2);
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[2].action, "restore");
         assert_eq!(recs[1].action, "verify");
         assert_eq!(bad, 1);
     }

@@ -407,7 +407,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                         say!("  blob {b}");
                     }
                     if d.blobs.len() > BLOBS_SHOWN {
-                        say!("  ... and {} more blobs (--json lists all)", d.blobs.len() - BLOBS_SHOWN);
+                        say!(
+                            "  ... and {} more blobs (--json lists all)",
+                            d.blobs.len() - BLOBS_SHOWN
+                        );
                     }
                     for s in &d.snapshots {
                         say!("  breaks snapshot {s}");
@@ -448,7 +451,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             })
         }
         Command::Reindex => {
-            let mut vault = Vault::open(&root, LockMode::Exclusive, cli.wait)?;
+            let mut vault = Vault::open_with_new_index(&root, cli.wait)?;
             let (packs, blobs, problems) = vault.reindex()?;
             vault.audit(
                 &AuditRecord::new(

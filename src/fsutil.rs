@@ -13,9 +13,17 @@ use crate::error::{IoContext, Result};
 /// Prefix of every temporary file; readers skip such names and writers sweep them.
 pub const TEMP_PREFIX: &str = ".tmp-";
 
+/// The directory holding `path` (`.` for a bare relative name).
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Writes `data` to `path` atomically and durably.
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_of(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
@@ -37,10 +45,7 @@ pub fn create_dir_durable(dir: &Path) -> Result<()> {
         return Ok(());
     }
     fs::create_dir_all(dir).at(dir)?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
+    sync_dir(parent_of(dir))
 }
 
 /// Removes leftover temporary files from a killed writer. Only call under the exclusive lock.

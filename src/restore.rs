@@ -302,14 +302,26 @@ fn restore_file(
     let Node::File { chunks } = &job.entry.node else {
         return Err(Error::Invalid("not a file".into()));
     };
-    let mut opts = OpenOptions::new();
-    opts.write(true).mode(0o600).custom_flags(libc::O_NOFOLLOW);
     if overwrite {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
+        // Whatever stands there (a file, a symlink) is replaced, never written through.
+        match fs::symlink_metadata(&job.path) {
+            Ok(m) if m.is_dir() => {
+                return Err(Error::Invalid(format!(
+                    "{}: a directory is in the way",
+                    job.path.display()
+                )))
+            }
+            Ok(_) => fs::remove_file(&job.path).at(&job.path)?,
+            Err(_) => {}
+        }
     }
-    let mut f = opts.open(&job.path).at(&job.path)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&job.path)
+        .at(&job.path)?;
     let mut written = 0u64;
     for id in chunks {
         let data = reader.read(id)?;

@@ -161,7 +161,9 @@ pub fn snapshot(
     let roots = resolve_roots(&opts.paths)?;
     let rules = WalkRules {
         excludes: opts.excludes.clone(),
-        vault: std::fs::canonicalize(vault.root()).at(vault.root())?,
+        vault: std::fs::metadata(vault.root())
+            .map(|m| (m.dev(), m.ino()))
+            .at(vault.root())?,
     };
     for r in roots.iter().filter(|r| r.meta.is_dir()) {
         build_walk(&r.path, &rules)?; // bad --exclude globs fail here, before any work
@@ -732,8 +734,9 @@ impl Walker<'_> {
 #[derive(Clone)]
 struct WalkRules {
     excludes: Vec<String>,
-    /// The vault's own directory, never snapshotted into itself.
-    vault: PathBuf,
+    /// The vault's own directory (device, inode), never snapshotted into itself, whatever path
+    /// (symlinked or not) leads to it.
+    vault: (u64, u64),
 }
 
 fn build_walk(root: &Path, rules: &WalkRules) -> Result<ignore::Walk> {
@@ -759,8 +762,9 @@ fn build_walk(root: &Path, rules: &WalkRules) -> Result<ignore::Walk> {
         .overrides(overrides)
         .sort_by_file_name(|a, b| a.as_bytes().cmp(b.as_bytes()))
         .filter_entry({
-            let vault = rules.vault.clone();
-            move |e| e.path() != vault
+            let (dev, ino) = rules.vault;
+            // The inode comes from readdir for free; stat only on a match.
+            move |e| e.ino() != Some(ino) || e.metadata().map(|m| m.dev() != dev).unwrap_or(true)
         })
         .build())
 }

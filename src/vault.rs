@@ -86,11 +86,37 @@ impl Vault {
 
     /// Opens an existing vault, taking the lock in `mode`.
     pub fn open(root: &Path, mode: LockMode, wait: Option<Duration>) -> Result<Vault> {
+        Self::open_inner(root, mode, wait, false)
+    }
+
+    /// Opens a vault exclusively with a new, empty index (for `reindex`: the old one may be
+    /// unreadable).
+    pub fn open_with_new_index(root: &Path, wait: Option<Duration>) -> Result<Vault> {
+        Self::open_inner(root, LockMode::Exclusive, wait, true)
+    }
+
+    fn open_inner(
+        root: &Path,
+        mode: LockMode,
+        wait: Option<Duration>,
+        new_index: bool,
+    ) -> Result<Vault> {
         if !root.join(CONFIG_FILE).exists() {
             return Err(Error::NoVault { path: root.into() });
         }
         let config = VaultConfig::load(&root.join(CONFIG_FILE))?;
         let lock = VaultLock::acquire(root, mode, wait)?;
+        if new_index {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let p = root.join(format!("{INDEX_FILE}{suffix}"));
+                match fs::remove_file(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::io(p, e))
+                    }
+                    _ => {}
+                }
+            }
+        }
         let index_missing = !root.join(INDEX_FILE).exists();
         let index = Index::open(&root.join(INDEX_FILE))?;
         let mut v = Vault {

@@ -331,6 +331,13 @@ impl Tracer<'_> {
             }
         };
         let mut clean = true;
+        if let Some(w) = tree.entries.windows(2).find(|w| w[0].name >= w[1].name) {
+            self.problems.push(format!(
+                "snapshot {snap}: {shown}: tree has a duplicate or unsorted name {:?}",
+                display_name(&w[1].name)
+            ));
+            clean = false;
+        }
         for e in &tree.entries {
             let child = format!("{path}/{}", display_name(&e.name));
             let child = child.trim_start_matches('/').to_string();

@@ -1,0 +1,14 @@
+//! Integration tests: one binary driving the real `vault` executable on temp dirs, one module
+//! per area.
+
+mod common;
+
+mod audit;
+mod bad_input;
+mod corruption;
+mod crash;
+mod dedup;
+mod locking;
+mod reindex;
+mod roundtrip;
+mod traversal;
