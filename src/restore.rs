@@ -335,16 +335,40 @@ fn restore_file(
             format!("{written} bytes restored, manifest says {}", job.entry.size),
         ));
     }
-    drop(f);
-    apply_meta(&job.path, &job.entry, false)?;
+    apply_file_meta(&f, &job.path, &job.entry)?;
     progress.inc_file();
     Ok(written)
 }
 
-/// Applies mode, ownership (when root) and times.
-fn apply_meta(path: &Path, e: &Entry, is_link: bool) -> Result<()> {
+/// Applies ownership (when root), mode and mtime through the open descriptor: no path lookups.
+fn apply_file_meta(f: &fs::File, path: &Path, e: &Entry) -> Result<()> {
+    if is_root() {
+        let _ = std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid));
+    }
+    f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
+        .at(path)?;
+    let t = system_time(e.mtime_ns);
+    f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
+        .at(path)
+}
+
+fn system_time(ns: i64) -> std::time::SystemTime {
+    let d = std::time::Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        std::time::UNIX_EPOCH + d
+    } else {
+        std::time::UNIX_EPOCH - d
+    }
+}
+
+fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Applies mode, ownership (when root) and times by path (directories and symlinks).
+fn apply_meta(path: &Path, e: &Entry, is_link: bool) -> Result<()> {
+    if is_root() {
         let _ = std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid));
     }
     if !is_link {
