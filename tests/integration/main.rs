@@ -5,6 +5,7 @@ mod common;
 
 mod audit;
 mod bad_input;
+mod changing;
 mod corruption;
 mod crash;
 mod dedup;
