@@ -136,8 +136,21 @@ pub fn open(id: &BlobId, compression: Compression, raw_len: u32, stored: &[u8]) 
     }
     let raw = match compression {
         Compression::None => stored.to_vec(),
-        Compression::Zstd => decompress(stored, raw_len as usize)
-            .map_err(|e| Error::corrupt(format!("blob {id}"), format!("zstd: {e}")))?,
+        Compression::Zstd => {
+            // Our frames always record their size: one that disagrees is refused before the
+            // output buffer is allocated.
+            let framed = zstd::zstd_safe::get_frame_content_size(stored)
+                .ok()
+                .flatten();
+            if framed != Some(u64::from(raw_len)) {
+                return Err(Error::corrupt(
+                    format!("blob {id}"),
+                    format!("zstd frame size {framed:?} does not match length {raw_len}"),
+                ));
+            }
+            decompress(stored, raw_len as usize)
+                .map_err(|e| Error::corrupt(format!("blob {id}"), format!("zstd: {e}")))?
+        }
     };
     if raw.len() != raw_len as usize {
         return Err(Error::corrupt(
