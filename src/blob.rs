@@ -30,13 +30,6 @@ impl BlobKind {
             _ => None,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BlobKind::Data => "data",
-            BlobKind::Tree => "tree",
-        }
-    }
 }
 
 /// How a blob's bytes are stored.

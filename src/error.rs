@@ -98,11 +98,6 @@ impl Error {
         }
         s
     }
-
-    /// True when the error reports a full disk.
-    pub fn is_disk_full(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
-    }
 }
 
 /// Adds a path to `io::Result`s.
