@@ -11,6 +11,9 @@ use serde_json::json;
 use crate::audit::{self, AuditRecord};
 use crate::config::ChunkerParams;
 use crate::error::{Error, Result};
+use crate::gates::{self, GateResult};
+use crate::id::SnapshotId;
+use crate::lkg;
 use crate::lock::LockMode;
 use crate::progress::Progress;
 use crate::restore::{self, RestoreOptions};
@@ -31,6 +34,8 @@ pub mod exit {
     pub const PARTIAL: i32 = 3;
     /// `verify` found damage, or `restore` could not restore every entry.
     pub const DAMAGED: i32 = 4;
+    /// The snapshot was kept but a gate rejected it: the last-known-good did not move.
+    pub const REJECTED: i32 = 5;
     pub const NO_VAULT: i32 = 10;
     pub const LOCKED: i32 = 11;
 }
@@ -74,7 +79,30 @@ pub enum Command {
     /// Rebuild index.sqlite from the packs.
     Reindex,
     /// Print the audit log.
-    Audit,
+    Audit(AuditArgs),
+    /// Re-run the gates on a snapshot and report.
+    Gate {
+        /// Snapshot id, unique id prefix, or `latest`.
+        snapshot: String,
+        /// Also re-read and re-hash every blob the snapshot references.
+        #[arg(long)]
+        deep: bool,
+    },
+    /// Re-run the gates and make the snapshot last-known-good only if all pass.
+    Promote {
+        /// Snapshot id, unique id prefix, or `latest`.
+        snapshot: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only records at or after this time (RFC 3339, e.g. 2026-11-23T20:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = humantime::parse_rfc3339_weak)]
+    pub since: Option<std::time::SystemTime>,
+    /// Only records of this action (snapshot, promote, restore, verify, ...).
+    #[arg(long, value_name = "A")]
+    pub action: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -101,12 +129,19 @@ pub struct SnapshotArgs {
     /// Read every file, ignoring the parent snapshot.
     #[arg(long)]
     pub no_parent: bool,
+    /// Take the snapshot and run the gates, but leave the last-known-good where it is.
+    #[arg(long)]
+    pub no_promote: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Snapshot id, unique id prefix, or `latest`.
-    pub snapshot: String,
+    #[arg(required_unless_present = "lkg", conflicts_with = "lkg")]
+    pub snapshot: Option<String>,
+    /// Restore the last-known-good snapshot.
+    #[arg(long)]
+    pub lkg: bool,
     /// Directory to restore into.
     #[arg(long, value_name = "DIR")]
     pub target: PathBuf,
@@ -219,6 +254,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             } else {
                 1.0 - s.bytes_new.min(s.bytes_read) as f64 / s.bytes_read as f64
             };
+            let promotion = if a.no_promote {
+                None
+            } else {
+                Some(lkg::promote(&vault, &done.id)?)
+            };
+            let gates = promotion.as_ref().map(|p| &p.gates).or(m.gates.as_ref());
             if json {
                 print(
                     &mut out,
@@ -228,6 +269,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                         "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
                         "files_unchanged": s.files_unchanged,
                         "dedup_ratio": dedup, "duration_ms": s.duration_ms, "warnings": m.warnings,
+                        "gates": gates, "promoted": promotion.as_ref().map(|p| p.promoted),
                     }),
                 )?;
             } else {
@@ -244,7 +286,24 @@ pub fn run(cli: Cli) -> Result<i32> {
                     if m.partial { " (PARTIAL: some files could not be read)" } else { "" }
                 );
             }
-            Ok(if m.partial { exit::PARTIAL } else { exit::OK })
+            if !json {
+                print_gates(&mut out, gates.map(Vec::as_slice).unwrap_or_default())?;
+                match &promotion {
+                    Some(p) if p.promoted => {
+                        say!("promoted {} to last-known-good", done.id.short())
+                    }
+                    Some(_) => say!(
+                        "REJECTED: {} is kept but not promoted; the last-known-good did not move",
+                        done.id.short()
+                    ),
+                    None => say!("not promoted (--no-promote)"),
+                }
+            }
+            Ok(match promotion {
+                Some(p) if !p.promoted => exit::REJECTED,
+                _ if m.partial => exit::PARTIAL,
+                _ => exit::OK,
+            })
         }
         Command::Snapshots => {
             let vault = Vault::open(&root, LockMode::Shared, cli.wait)?;
@@ -252,36 +311,59 @@ pub fn run(cli: Cli) -> Result<i32> {
             for e in &bad {
                 eprintln!("warning: {}", e.full());
             }
+            let lkg_id = lkg::read(vault.root())?.map(|r| r.snapshot);
+            let status = |m: &crate::manifest::Manifest| -> String {
+                match &m.gates {
+                    None => "-".into(),
+                    Some(g) if gates::all_passed(g) => "passed".into(),
+                    Some(g) => format!(
+                        "rejected:{}",
+                        g.iter()
+                            .filter(|r| !r.passed)
+                            .map(|r| r.gate.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                }
+            };
             if json {
                 let list: Vec<_> = snaps
                     .iter()
                     .map(|(id, m)| {
                         json!({"id": id, "time": m.time, "host": m.host, "paths": m.paths.iter().map(|p| &p.path).collect::<Vec<_>>(),
                                "files": m.stats.files, "bytes": m.stats.bytes, "bytes_added": m.stats.bytes_stored,
-                               "partial": m.partial, "parent": m.parent})
+                               "partial": m.partial, "parent": m.parent, "gates": status(m),
+                               "lkg": lkg_id == Some(*id)})
                     })
                     .collect();
                 print(&mut out, json!(list))?;
             } else {
                 say!(
-                    "{:<10} {:<20} {:>9} {:>10} {:>10}  paths",
+                    "{:<10} {:<20} {:>9} {:>10} {:>10}  {:<18} paths",
                     "id",
                     "time",
                     "files",
                     "size",
-                    "added"
+                    "added",
+                    "gates"
                 );
                 for (id, m) in &snaps {
                     let paths: Vec<&str> = m.paths.iter().map(|p| p.path.as_str()).collect();
                     say!(
-                        "{:<10} {:<20} {:>9} {:>10} {:>10}  {}{}",
+                        "{:<10} {:<20} {:>9} {:>10} {:>10}  {:<18} {}{}{}",
                         id.short(),
                         m.time.get(..19).unwrap_or(&m.time).replace('T', " "),
                         m.stats.files,
                         human_bytes(m.stats.bytes),
                         human_bytes(m.stats.bytes_stored),
+                        status(m),
                         paths.join(" "),
-                        if m.partial { " (partial)" } else { "" }
+                        if m.partial { " (partial)" } else { "" },
+                        if lkg_id == Some(*id) {
+                            "  <- last-known-good"
+                        } else {
+                            ""
+                        }
                     );
                 }
                 say!("{} snapshot(s)", snaps.len());
@@ -320,7 +402,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Restore(a) => {
             let vault = Vault::open(&root, LockMode::Shared, cli.wait)?;
-            let (id, m) = vault.resolve(&a.snapshot)?;
+            let reference = match (&a.snapshot, a.lkg) {
+                (Some(s), _) => s.clone(),
+                (None, _) => lkg::read(vault.root())?
+                    .map(|r| r.snapshot.to_hex())
+                    .ok_or_else(|| {
+                        Error::Invalid(
+                            "no snapshot has been promoted to last-known-good yet".into(),
+                        )
+                    })?,
+            };
+            let (id, m) = vault.resolve(&reference)?;
             let reader = vault.blob_reader()?;
             let opts = RestoreOptions {
                 target: a.target.clone(),
@@ -478,11 +570,17 @@ pub fn run(cli: Cli) -> Result<i32> {
                 exit::DAMAGED
             })
         }
-        Command::Audit => {
+        Command::Audit(a) => {
             if !root.join("config.json").exists() {
                 return Err(Error::NoVault { path: root });
             }
-            let (records, bad) = audit::read(&root.join("audit.log"))?;
+            let (mut records, bad) = audit::read(&root.join("audit.log"))?;
+            records.retain(|r| {
+                a.action.as_ref().is_none_or(|want| &r.action == want)
+                    && a.since.is_none_or(|since| {
+                        humantime::parse_rfc3339_weak(&r.time).is_ok_and(|t| t >= since)
+                    })
+            });
             if bad > 0 {
                 eprintln!("warning: {bad} audit line(s) did not parse (a torn last write?)");
             }
@@ -506,5 +604,79 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(exit::OK)
         }
+        Command::Gate { snapshot, deep } => {
+            let vault = Vault::open(&root, LockMode::Shared, cli.wait)?;
+            let id = match SnapshotId::from_hex(&snapshot) {
+                Ok(id) => id,
+                Err(_) => vault.resolve(&snapshot)?.0,
+            };
+            let results = lkg::evaluate(&vault, &id, deep)?;
+            let passed = gates::all_passed(&results);
+            vault.audit(
+                &AuditRecord::new(
+                    "gate",
+                    Some(id.to_hex()),
+                    if passed { "ok" } else { "rejected" },
+                )
+                .with_detail(json!({"deep": deep, "gates": results})),
+            )?;
+            if json {
+                print(
+                    &mut out,
+                    json!({"snapshot": id, "passed": passed, "gates": results}),
+                )?;
+            } else {
+                print_gates(&mut out, &results)?;
+                say!(
+                    "snapshot {}: {}",
+                    id.short(),
+                    if passed {
+                        "every gate passed"
+                    } else {
+                        "REJECTED"
+                    }
+                );
+            }
+            Ok(if passed { exit::OK } else { exit::REJECTED })
+        }
+        Command::Promote { snapshot } => {
+            let vault = Vault::open(&root, LockMode::Exclusive, cli.wait)?;
+            // A full id is taken as given, so a missing manifest is the manifest gate's verdict.
+            let id = match SnapshotId::from_hex(&snapshot) {
+                Ok(id) => id,
+                Err(_) => vault.resolve(&snapshot)?.0,
+            };
+            let p = lkg::promote(&vault, &id)?;
+            if json {
+                print(&mut out, json!(p))?;
+            } else {
+                print_gates(&mut out, &p.gates)?;
+                if p.promoted {
+                    say!("promoted {} to last-known-good", id.short());
+                } else {
+                    say!(
+                        "REJECTED: {} not promoted; the last-known-good did not move",
+                        id.short()
+                    );
+                }
+            }
+            Ok(if p.promoted { exit::OK } else { exit::REJECTED })
+        }
     }
+}
+
+fn print_gates(out: &mut impl Write, results: &[GateResult]) -> Result<()> {
+    for g in results {
+        writeln!(
+            out,
+            "gate {:<10} {}",
+            g.gate,
+            if g.passed { "passed" } else { "FAILED" }
+        )
+        .map_err(|e| Error::io("stdout", e))?;
+        for r in &g.reasons {
+            writeln!(out, "  {r}").map_err(|e| Error::io("stdout", e))?;
+        }
+    }
+    Ok(())
 }

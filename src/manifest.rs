@@ -1,8 +1,9 @@
 //! Snapshot manifests: the small, immutable JSON record of one snapshot.
 //!
 //! A manifest names the snapshot's root tree, its sources, statistics and warnings. Its id is the
-//! sha256 of its canonical bytes (the compact JSON of the manifest without its `sha256` field); the
-//! stored file carries that digest in `sha256` and is named `snapshots/<id>.json`, so a manifest
+//! sha256 of its canonical bytes (the compact JSON of the manifest without its `sha256` and `gates`
+//! fields); the stored file carries that digest in `sha256` and is named `snapshots/<id>.json`, so
+//! a manifest
 //! checks itself and its name. A manifest is written last, after every pack it needs is durable:
 //! a snapshot that was killed half-way is never listed.
 
@@ -66,22 +67,30 @@ pub struct Manifest {
     pub warnings: Vec<String>,
     /// True when some file could not be read; such a snapshot exits with code 3.
     pub partial: bool,
+    /// Gate results at snapshot time; outside the hashed bytes because the gates check them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<Vec<crate::gates::GateResult>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
 }
 
 impl Manifest {
-    /// The canonical bytes: compact JSON without the `sha256` field.
+    /// The canonical bytes: compact JSON without the `sha256` and `gates` fields.
     fn canonical(&self) -> Vec<u8> {
         let mut m = self.clone();
         m.sha256 = None;
+        m.gates = None;
         serde_json::to_vec(&m).expect("invariant: manifest serializes")
+    }
+
+    /// The id this manifest has (or will have once sealed).
+    pub fn id(&self) -> SnapshotId {
+        SnapshotId(Sha256::digest(self.canonical()).into())
     }
 
     /// Computes the id, fills in `sha256`, and returns the id with the bytes to store.
     pub fn seal(&mut self) -> (SnapshotId, Vec<u8>) {
-        let digest: [u8; 32] = Sha256::digest(self.canonical()).into();
-        let id = SnapshotId(digest);
+        let id = self.id();
         self.sha256 = Some(id.to_hex());
         let mut bytes = serde_json::to_vec_pretty(self).expect("invariant: manifest serializes");
         bytes.push(b'\n');
@@ -152,6 +161,7 @@ mod tests {
             stats: Stats::default(),
             warnings: vec![],
             partial: false,
+            gates: None,
             sha256: None,
         }
     }

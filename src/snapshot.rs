@@ -323,8 +323,14 @@ pub fn snapshot(
         stats,
         warnings,
         partial,
+        gates: None,
         sha256: None,
     };
+    // Gates run on the sealed bytes before the manifest is written, so their results travel in it
+    // (outside the hashed part); promotion runs them again on the file as stored.
+    let (id, sealed) = manifest.clone().seal();
+    let results = crate::lkg::evaluate_bytes(vault, &id, Some(&sealed), false)?;
+    manifest.gates = Some(results);
     let id = vault.write_manifest(&mut manifest)?;
     vault.audit(
         &AuditRecord::new(

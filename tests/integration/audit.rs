@@ -54,7 +54,7 @@ fn every_action_leaves_one_complete_record() {
     let actions: Vec<&str> = recs.iter().map(|r| r["action"].as_str().unwrap()).collect();
     assert_eq!(
         actions,
-        ["init", "snapshot", "restore", "verify"],
+        ["init", "snapshot", "promote", "restore", "verify"],
         "{recs:#?}"
     );
     for r in &recs {
@@ -70,19 +70,20 @@ fn every_action_leaves_one_complete_record() {
     for r in &recs[1..] {
         assert_eq!(r["user"], "auditor", "{r:#}");
     }
-    // Snapshot and restore name the full snapshot id; verify concerns the whole vault.
+    // Snapshot, promote and restore name the full snapshot id; verify concerns the whole vault.
     assert_eq!(recs[1]["snapshot"], snap.as_str());
     assert_eq!(recs[2]["snapshot"], snap.as_str());
+    assert_eq!(recs[3]["snapshot"], snap.as_str());
     assert!(
-        recs[3].get("snapshot").is_none_or(Value::is_null),
+        recs[4].get("snapshot").is_none_or(Value::is_null),
         "{:#}",
-        recs[3]
+        recs[4]
     );
 
     // Read-only listings are not decisions and add no records.
     f.cmd().arg("snapshots").run().success();
     f.cmd().args(["ls", "latest"]).run().success();
-    assert_eq!(records(&f).len(), 4);
+    assert_eq!(records(&f).len(), 5);
 }
 
 #[test]
@@ -117,12 +118,12 @@ fn failures_are_recorded_with_their_outcome() {
     let actions: Vec<&str> = recs.iter().map(|r| r["action"].as_str().unwrap()).collect();
     assert_eq!(
         actions,
-        ["init", "snapshot", "restore", "verify"],
+        ["init", "snapshot", "promote", "restore", "verify"],
         "{recs:#?}"
     );
-    assert_eq!(recs[2]["snapshot"], snap.as_str());
-    assert_ne!(outcome(2), "ok", "a refused restore recorded as ok");
-    assert_eq!(outcome(3), "damaged");
+    assert_eq!(recs[3]["snapshot"], snap.as_str());
+    assert_ne!(outcome(3), "ok", "a refused restore recorded as ok");
+    assert_eq!(outcome(4), "damaged");
 }
 
 #[test]

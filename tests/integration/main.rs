@@ -9,6 +9,7 @@ mod changing;
 mod corruption;
 mod crash;
 mod dedup;
+mod gates;
 mod locking;
 mod reindex;
 mod roundtrip;

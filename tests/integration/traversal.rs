@@ -100,6 +100,7 @@ impl Crafter {
             stats: Stats::default(),
             warnings: vec![],
             partial: false,
+            gates: None,
             sha256: None,
         };
         me.vault

@@ -1,0 +1,121 @@
+//! Gate 2, `checksums`: the manifest's sha256 matches its id (checked by parsing it), and every
+//! tree and chunk it references is in the index, inside a pack that exists with the recorded size.
+//! With `deep`, every referenced blob is read back and re-hashed.
+
+use std::collections::HashSet;
+
+use super::{Gate, GateInput, GateResult};
+use crate::id::BlobId;
+use crate::manifest::Manifest;
+use crate::tree::Node;
+
+/// See the module doc.
+pub struct ChecksumsGate;
+
+impl Gate for ChecksumsGate {
+    fn name(&self) -> &'static str {
+        "checksums"
+    }
+
+    fn check(&self, input: &GateInput<'_>) -> GateResult {
+        let manifest = match input.manifest_bytes.map(Manifest::parse) {
+            Some(Ok((id, m))) if id == input.id => m,
+            Some(Ok(_)) | Some(Err(_)) => {
+                return GateResult::from_reasons(
+                    self.name(),
+                    vec!["the manifest's sha256 does not check out".into()],
+                )
+            }
+            None => {
+                return GateResult::from_reasons(self.name(), vec!["no manifest to check".into()])
+            }
+        };
+        let mut walk = Walk {
+            input,
+            seen: HashSet::new(),
+            reasons: Vec::new(),
+        };
+        walk.tree(&manifest.tree, "");
+        GateResult::from_reasons(self.name(), walk.reasons)
+    }
+}
+
+struct Walk<'a, 'b> {
+    input: &'a GateInput<'b>,
+    seen: HashSet<BlobId>,
+    reasons: Vec<String>,
+}
+
+impl Walk<'_, '_> {
+    /// Checks one blob reference; false when it is not safely stored.
+    fn blob(&mut self, id: &BlobId, path: &str) -> bool {
+        if !self.seen.insert(*id) {
+            return true;
+        }
+        let shown = if path.is_empty() { "/" } else { path };
+        let Some(loc) = self.input.reader.location(id) else {
+            self.reasons
+                .push(format!("{shown}: blob {id} is not in the index"));
+            return false;
+        };
+        match (
+            self.input.packs_on_disk.get(&loc.pack),
+            self.input.packs_indexed.get(&loc.pack),
+        ) {
+            (None, _) => {
+                self.reasons.push(format!(
+                    "{shown}: pack {} of blob {id} is missing",
+                    loc.pack
+                ));
+                return false;
+            }
+            (Some(disk), Some(recorded)) if disk != recorded => {
+                self.reasons.push(format!(
+                    "{shown}: pack {} is {disk} bytes, recorded {recorded}",
+                    loc.pack
+                ));
+                return false;
+            }
+            _ => {}
+        }
+        if self.input.deep {
+            if let Err(e) = self.input.reader.read(id) {
+                self.reasons.push(format!("{shown}: {}", e.full()));
+                return false;
+            }
+        }
+        true
+    }
+
+    fn tree(&mut self, id: &BlobId, path: &str) {
+        if self.seen.contains(id) || !self.blob(id, path) {
+            return;
+        }
+        let tree = match self.input.reader.tree(id) {
+            Ok(t) => t,
+            Err(e) => {
+                self.reasons.push(format!(
+                    "{}: {}",
+                    if path.is_empty() { "/" } else { path },
+                    e.full()
+                ));
+                return;
+            }
+        };
+        for e in &tree.entries {
+            let child = format!("{path}/{}", crate::util::display_name(&e.name));
+            let child = child.trim_start_matches('/');
+            match &e.node {
+                Node::Dir { subtree } => self.tree(subtree, child),
+                Node::File { chunks } => {
+                    for c in chunks {
+                        if !self.blob(c, child) {
+                            break;
+                        }
+                    }
+                }
+                Node::Symlink { .. } => {}
+            }
+        }
+    }
+}

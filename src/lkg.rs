@@ -1,0 +1,134 @@
+//! Last-known-good: `refs/last-known-good.json`, the vault's only mutable object.
+//!
+//! A snapshot is promoted only when every gate passes on the manifest as stored; the ref is then
+//! replaced atomically with the snapshot id, the time and the gate results. A snapshot that fails
+//! a gate is kept (and listed as rejected) but never promoted, and the previous LKG stays. There
+//! is no way to promote without running the gates.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditRecord;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::gates::{self, GateInput, GateResult};
+use crate::id::SnapshotId;
+use crate::manifest::MANIFEST_MAX_BYTES;
+use crate::vault::Vault;
+
+/// Largest ref file accepted.
+const REF_MAX_BYTES: u64 = 1024 * 1024;
+
+/// The content of `refs/last-known-good.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LkgRef {
+    pub snapshot: SnapshotId,
+    pub promoted_at: String,
+    pub gates: Vec<GateResult>,
+}
+
+/// Where the ref lives.
+pub fn ref_path(vault_root: &Path) -> PathBuf {
+    vault_root.join("refs").join("last-known-good.json")
+}
+
+/// Reads the ref; `None` when nothing has been promoted yet.
+pub fn read(vault_root: &Path) -> Result<Option<LkgRef>> {
+    let path = ref_path(vault_root);
+    let len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if len > REF_MAX_BYTES {
+        return Err(Error::corrupt(
+            format!("ref {}", path.display()),
+            "too large",
+        ));
+    }
+    let bytes = std::fs::read(&path).at(&path)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::corrupt(format!("ref {}", path.display()), e.to_string()))
+}
+
+/// Runs every gate on a snapshot as it is stored now.
+pub fn evaluate(vault: &Vault, id: &SnapshotId, deep: bool) -> Result<Vec<GateResult>> {
+    let path = vault.snapshots_dir().join(format!("{id}.json"));
+    let bytes = match std::fs::metadata(&path) {
+        Ok(m) if m.len() > MANIFEST_MAX_BYTES => None,
+        Ok(_) => Some(std::fs::read(&path).at(&path)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    evaluate_bytes(vault, id, bytes.as_deref(), deep)
+}
+
+/// Runs every gate on manifest bytes (before or after they are written).
+pub fn evaluate_bytes(
+    vault: &Vault,
+    id: &SnapshotId,
+    bytes: Option<&[u8]>,
+    deep: bool,
+) -> Result<Vec<GateResult>> {
+    let reader = vault.blob_reader()?;
+    let packs_on_disk = vault.pack_files()?;
+    let packs_indexed = vault.index().packs()?;
+    Ok(gates::run_all(&GateInput {
+        id: *id,
+        manifest_bytes: bytes,
+        reader: &reader,
+        packs_on_disk: &packs_on_disk,
+        packs_indexed: &packs_indexed,
+        deep,
+    }))
+}
+
+/// The outcome of a promotion attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Promotion {
+    pub snapshot: SnapshotId,
+    pub promoted: bool,
+    pub gates: Vec<GateResult>,
+    /// The LKG before this attempt.
+    pub previous: Option<SnapshotId>,
+}
+
+/// Re-runs the gates on `id` and moves the LKG to it only if all pass. Needs the exclusive lock.
+pub fn promote(vault: &Vault, id: &SnapshotId) -> Result<Promotion> {
+    let previous = read(vault.root())?.map(|r| r.snapshot);
+    let results = evaluate(vault, id, false)?;
+    let promoted = gates::all_passed(&results);
+    if promoted {
+        let r = LkgRef {
+            snapshot: *id,
+            promoted_at: crate::util::now_rfc3339(),
+            gates: results.clone(),
+        };
+        let mut bytes = serde_json::to_vec_pretty(&r).expect("invariant: ref serializes");
+        bytes.push(b'\n');
+        fsutil::create_dir_durable(&vault.root().join("refs"))?;
+        fsutil::atomic_write(&ref_path(vault.root()), &bytes)?;
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| r.gate.as_str())
+        .collect();
+    vault.audit(
+        &AuditRecord::new(
+            "promote",
+            Some(id.to_hex()),
+            if promoted { "ok" } else { "rejected" },
+        )
+        .with_detail(serde_json::json!({"gates": results, "failed": failed, "previous": previous})),
+    )?;
+    Ok(Promotion {
+        snapshot: *id,
+        promoted,
+        gates: results,
+        previous,
+    })
+}

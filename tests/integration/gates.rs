@@ -1,0 +1,149 @@
+//! Gates and last-known-good: a snapshot that fails a gate is kept but never promoted, and the
+//! LKG pointer does not move; a passing snapshot after a rejected one is promoted and
+//! `restore --lkg` gives back exactly that one.
+
+use std::fs;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn lkg(f: &Fixture) -> Option<String> {
+    let path = f.vault().join("refs/last-known-good.json");
+    let bytes = fs::read(path).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    Some(v["snapshot"].as_str().unwrap().to_string())
+}
+
+/// A vault with a promoted snapshot A and a second, unpromoted snapshot B of new data.
+fn two_snapshots(f: &Fixture) -> (String, String) {
+    let data = f.path("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("a.txt"), b"first").unwrap();
+    let a = f.snapshot(&data);
+    assert_eq!(a["promoted"], true, "{a:#}");
+    let a = a["id"].as_str().unwrap().to_string();
+    assert_eq!(lkg(f).as_deref(), Some(a.as_str()));
+    write_random_file(&data.join("b.bin"), 5, 2 * MIB);
+    let b = f
+        .cmd()
+        .args(["snapshot", "--json", "--no-promote"])
+        .arg(&data)
+        .run()
+        .success()
+        .json();
+    assert_eq!(b["promoted"], Value::Null);
+    assert_eq!(
+        lkg(f).as_deref(),
+        Some(a.as_str()),
+        "--no-promote moved the LKG"
+    );
+    (a, b["id"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn corrupt_manifest_is_rejected_and_the_lkg_stays() {
+    let f = Fixture::with_vault();
+    let (a, b) = two_snapshots(&f);
+    let path = f.vault().join(format!("snapshots/{b}.json"));
+    let text = fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"files\": 2", "\"files\": 3");
+    fs::write(&path, text).unwrap();
+    let run = f.cmd().args(["promote", &b]).run().code(5);
+    assert!(
+        run.stdout.contains("gate manifest") && run.stdout.contains("FAILED"),
+        "{run:#?}"
+    );
+    assert_eq!(lkg(&f).as_deref(), Some(a.as_str()));
+    f.cmd().args(["gate", &b]).run().code(5);
+}
+
+#[test]
+fn missing_manifest_is_rejected_and_the_lkg_stays() {
+    let f = Fixture::with_vault();
+    let (a, b) = two_snapshots(&f);
+    fs::remove_file(f.vault().join(format!("snapshots/{b}.json"))).unwrap();
+    let run = f.cmd().args(["promote", &b]).run().code(5);
+    assert!(run.stdout.contains("missing"), "{run:#?}");
+    assert_eq!(lkg(&f).as_deref(), Some(a.as_str()));
+}
+
+#[test]
+fn missing_chunk_is_rejected_then_a_good_snapshot_is_promoted_and_restored_by_lkg() {
+    let f = Fixture::with_vault();
+    let (a, b) = two_snapshots(&f);
+    // B's new data went into a pack of its own: remove it.
+    let chunk = first_chunk(&f.vault(), &b, "data/b.bin");
+    fs::remove_file(&chunk.pack).unwrap();
+    let run = f.cmd().args(["gate", &b, "--json"]).run().code(5);
+    let failed: Vec<String> = run.json()["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["passed"] == false)
+        .map(|g| g["gate"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(failed, ["checksums"]);
+    f.cmd().args(["promote", &b]).run().code(5);
+    assert_eq!(lkg(&f).as_deref(), Some(a.as_str()));
+    let listed = f.cmd().args(["snapshots", "--json"]).run().success().json();
+    let row = |id: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row(&a)["lkg"], true);
+    assert_eq!(row(&b)["lkg"], false);
+
+    // A passing snapshot after the rejected one is promoted, and --lkg restores exactly it.
+    let data = f.path("data");
+    fs::write(data.join("c.txt"), b"third").unwrap();
+    let c = f.snapshot(&data);
+    assert_eq!(c["promoted"], true, "{c:#}");
+    let c = c["id"].as_str().unwrap().to_string();
+    assert_eq!(lkg(&f).as_deref(), Some(c.as_str()));
+    let target = f.path("out");
+    f.cmd()
+        .args(["restore", "--lkg", "--target"])
+        .arg(&target)
+        .run()
+        .success();
+    assert_same_tree(&data, &target.join("data"), &[]);
+    let audit = f
+        .cmd()
+        .args(["audit", "--json", "--action", "promote"])
+        .run()
+        .success()
+        .json();
+    let outcomes: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["ok", "rejected", "ok"]);
+}
+
+#[test]
+fn restore_lkg_without_a_promotion_is_one_clear_error() {
+    let f = Fixture::with_vault();
+    let data = f.path("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("a"), b"a").unwrap();
+    f.cmd()
+        .args(["snapshot", "--no-promote"])
+        .arg(&data)
+        .run()
+        .success();
+    f.cmd()
+        .args(["restore", "--lkg", "--target"])
+        .arg(f.path("out"))
+        .run()
+        .one_line_error(1)
+        .stderr_has("last-known-good");
+}
