@@ -606,10 +606,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Gate { snapshot, deep } => {
             let vault = Vault::open(&root, LockMode::Shared, cli.wait)?;
-            let id = match SnapshotId::from_hex(&snapshot) {
-                Ok(id) => id,
-                Err(_) => vault.resolve(&snapshot)?.0,
-            };
+            let id = gate_target(&vault, &snapshot)?;
             let results = lkg::evaluate(&vault, &id, deep)?;
             let passed = gates::all_passed(&results);
             vault.audit(
@@ -641,11 +638,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Promote { snapshot } => {
             let vault = Vault::open(&root, LockMode::Exclusive, cli.wait)?;
-            // A full id is taken as given, so a missing manifest is the manifest gate's verdict.
-            let id = match SnapshotId::from_hex(&snapshot) {
-                Ok(id) => id,
-                Err(_) => vault.resolve(&snapshot)?.0,
-            };
+            let id = gate_target(&vault, &snapshot)?;
             let p = lkg::promote(&vault, &id)?;
             if json {
                 print(&mut out, json!(p))?;
@@ -662,6 +655,15 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(if p.promoted { exit::OK } else { exit::REJECTED })
         }
+    }
+}
+
+/// The snapshot a gate run concerns. A full id is taken as given, so that a missing manifest is
+/// the manifest gate's verdict rather than a lookup error.
+fn gate_target(vault: &Vault, reference: &str) -> Result<SnapshotId> {
+    match SnapshotId::from_hex(reference) {
+        Ok(id) => Ok(id),
+        Err(_) => Ok(vault.resolve(reference)?.0),
     }
 }
 
