@@ -101,7 +101,6 @@ pub fn restore(
                             bytes.fetch_add(n, Ordering::Relaxed);
                         }
                         Err(e) => {
-                            let _ = fs::remove_file(&job.path);
                             errors
                                 .lock()
                                 .expect("invariant: error list lock")
@@ -278,15 +277,7 @@ impl RestoreWalk<'_> {
 
     fn make_symlink(&self, path: &Path, target: &[u8], e: &Entry) -> Result<()> {
         if self.overwrite {
-            if let Ok(m) = fs::symlink_metadata(path) {
-                if m.is_dir() {
-                    return Err(Error::Invalid(format!(
-                        "{}: a directory is in the way",
-                        path.display()
-                    )));
-                }
-                fs::remove_file(path).at(path)?;
-            }
+            clear_way(path)?;
         }
         std::os::unix::fs::symlink(os_str(target), path).at(path)?;
         apply_meta(path, e, true)
@@ -303,25 +294,28 @@ fn restore_file(
         return Err(Error::Invalid("not a file".into()));
     };
     if overwrite {
-        // Whatever stands there (a file, a symlink) is replaced, never written through.
-        match fs::symlink_metadata(&job.path) {
-            Ok(m) if m.is_dir() => {
-                return Err(Error::Invalid(format!(
-                    "{}: a directory is in the way",
-                    job.path.display()
-                )))
-            }
-            Ok(_) => fs::remove_file(&job.path).at(&job.path)?,
-            Err(_) => {}
-        }
+        clear_way(&job.path)?;
     }
-    let mut f = OpenOptions::new()
+    let f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&job.path)
         .at(&job.path)?;
+    // Only a file this run created is removed when its content cannot be restored.
+    write_content(reader, job, chunks, f, progress).inspect_err(|_| {
+        let _ = fs::remove_file(&job.path);
+    })
+}
+
+fn write_content(
+    reader: &BlobReader,
+    job: &FileJob,
+    chunks: &[crate::id::BlobId],
+    mut f: fs::File,
+    progress: &Progress,
+) -> Result<u64> {
     let mut written = 0u64;
     for id in chunks {
         let data = reader.read(id)?;
@@ -338,6 +332,19 @@ fn restore_file(
     apply_file_meta(&f, &job.path, &job.entry)?;
     progress.inc_file();
     Ok(written)
+}
+
+/// Under `--overwrite`: removes a file or symlink standing at `path` (never following it); a
+/// directory in the way is an error.
+fn clear_way(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Err(Error::Invalid(format!(
+            "{}: a directory is in the way",
+            path.display()
+        ))),
+        Ok(_) => fs::remove_file(path).at(path),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Applies ownership (when root), mode and mtime through the open descriptor: no path lookups.
