@@ -132,6 +132,11 @@ pub struct SnapshotArgs {
     /// Take the snapshot and run the gates, but leave the last-known-good where it is.
     #[arg(long)]
     pub no_promote: bool,
+    /// Store files matching this glob only as templates, secrets redacted (repeatable; adds to
+    /// the defaults openclaw.json, .env and .env.*). A glob with `/` matches the path below the
+    /// snapshotted directory, one without matches the file name.
+    #[arg(long, value_name = "GLOB")]
+    pub template_only: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +242,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 excludes: a.exclude,
                 no_parent: a.no_parent,
                 threads: 0,
+                template_only: a.template_only,
+                safety: false,
             };
             let progress = if json {
                 Progress::hidden()
@@ -332,7 +339,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     .map(|(id, m)| {
                         json!({"id": id, "time": m.time, "host": m.host, "paths": m.paths.iter().map(|p| &p.path).collect::<Vec<_>>(),
                                "files": m.stats.files, "bytes": m.stats.bytes, "bytes_added": m.stats.bytes_stored,
-                               "partial": m.partial, "parent": m.parent, "gates": status(m),
+                               "partial": m.partial, "safety": m.safety, "parent": m.parent, "gates": status(m),
                                "lkg": lkg_id == Some(*id)})
                     })
                     .collect();
@@ -350,7 +357,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 for (id, m) in &snaps {
                     let paths: Vec<&str> = m.paths.iter().map(|p| p.path.as_str()).collect();
                     say!(
-                        "{:<10} {:<20} {:>9} {:>10} {:>10}  {:<18} {}{}{}",
+                        "{:<10} {:<20} {:>9} {:>10} {:>10}  {:<18} {}{}{}{}",
                         id.short(),
                         m.time.get(..19).unwrap_or(&m.time).replace('T', " "),
                         m.stats.files,
@@ -359,6 +366,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                         status(m),
                         paths.join(" "),
                         if m.partial { " (partial)" } else { "" },
+                        if m.safety { " (safety)" } else { "" },
                         if lkg_id == Some(*id) {
                             "  <- last-known-good"
                         } else {
@@ -401,7 +409,15 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Restore(a) => {
-            let vault = Vault::open(&root, LockMode::Shared, cli.wait)?;
+            // Overwriting a non-empty target first takes a safety snapshot of it, which needs the
+            // vault's writer lock.
+            let needs_safety = a.overwrite && non_empty_dir(&a.target)?;
+            let mode = if needs_safety {
+                LockMode::Exclusive
+            } else {
+                LockMode::Shared
+            };
+            let mut vault = Vault::open(&root, mode, cli.wait)?;
             let reference = match (&a.snapshot, a.lkg) {
                 (Some(s), _) => s.clone(),
                 (None, _) => lkg::read(vault.root())?
@@ -413,6 +429,28 @@ pub fn run(cli: Cli) -> Result<i32> {
                     })?,
             };
             let (id, m) = vault.resolve(&reference)?;
+            let safety = if needs_safety {
+                let opts = SnapshotOptions {
+                    paths: vec![a.target.clone()],
+                    safety: true,
+                    ..Default::default()
+                };
+                let done = snapshot::snapshot(&mut vault, &opts, &Progress::hidden())?;
+                for w in &done.manifest.warnings {
+                    eprintln!("warning: safety snapshot: {w}");
+                }
+                eprintln!(
+                    "safety snapshot {} holds what was in {} (never promoted); undo this restore \
+                     with: vault restore {} --target {} --overwrite",
+                    done.id.short(),
+                    a.target.display(),
+                    done.id,
+                    a.target.display()
+                );
+                Some(done.id)
+            } else {
+                None
+            };
             let reader = vault.blob_reader()?;
             let opts = RestoreOptions {
                 target: a.target.clone(),
@@ -434,7 +472,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             vault.audit(
                 &AuditRecord::new("restore", Some(id.to_hex()), outcome)
-                    .with_detail(json!({"target": a.target})),
+                    .with_detail(json!({"target": a.target, "safety_snapshot": safety})),
             )?;
             let r = result?;
             for e in &r.errors {
@@ -443,7 +481,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             if json {
                 print(
                     &mut out,
-                    json!({"snapshot": id, "target": a.target, "report": r}),
+                    json!({"snapshot": id, "target": a.target, "safety_snapshot": safety, "report": r}),
                 )?;
             } else {
                 say!(
@@ -585,7 +623,13 @@ pub fn run(cli: Cli) -> Result<i32> {
                 eprintln!("warning: {bad} audit line(s) did not parse (a torn last write?)");
             }
             if json {
-                print(&mut out, json!(records))?;
+                // JSON lines: one record per line, as stored.
+                for r in &records {
+                    say!(
+                        "{}",
+                        serde_json::to_string(r).expect("invariant: audit record serializes")
+                    );
+                }
             } else {
                 for r in &records {
                     say!(
@@ -655,6 +699,19 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(if p.promoted { exit::OK } else { exit::REJECTED })
         }
+    }
+}
+
+/// True when `path` is a directory with at least one entry (or any other existing non-directory).
+fn non_empty_dir(path: &std::path::Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(path, e)),
+        Ok(m) if m.is_dir() => Ok(std::fs::read_dir(path)
+            .map_err(|e| Error::io(path, e))?
+            .next()
+            .is_some()),
+        Ok(_) => Ok(true),
     }
 }
 

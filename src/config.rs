@@ -54,6 +54,108 @@ pub struct VaultConfig {
     pub pack_target_size: u64,
     /// `none` until the encryption issue lands; the one switch readers must honour.
     pub encryption: String,
+    /// Gate settings; absent in vaults made before the sanity gate, which get the defaults.
+    #[serde(default)]
+    pub gates: GateSettings,
+}
+
+/// The `gates` section of `config.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateSettings {
+    pub sanity: SanitySettings,
+}
+
+/// Settings of the `sanity` gate; README.md's "Gates" section explains each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SanitySettings {
+    /// Check that every git repository's HEAD resolves to a readable commit.
+    pub git: bool,
+    /// Check that every lockfile parses as its format.
+    pub lockfiles: bool,
+    /// Mass change: more than this percent of a tree's files changed since the baseline...
+    pub mass_change_percent: u8,
+    /// ...and more than this percent of the changed files became high-entropy.
+    pub high_entropy_percent: u8,
+    /// Mass loss: a tree lost more than this percent of its files or of its bytes.
+    pub mass_loss_percent: u8,
+    /// Trees with fewer files than this in the baseline are exempt from the two share checks.
+    pub min_files: u64,
+    /// Globs (base name, or relative path when they hold `/`) of files others depend on: one
+    /// truncated to 0 bytes fails the gate.
+    pub depended_on: Vec<String>,
+}
+
+/// Files others depend on, by default: build manifests, lockfiles, git's own files, databases.
+pub const DEFAULT_DEPENDED_ON: &[&str] = &[
+    "Cargo.toml",
+    "Cargo.lock",
+    "package.json",
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "pyproject.toml",
+    "poetry.lock",
+    "Pipfile",
+    "Pipfile.lock",
+    "requirements*.txt",
+    "setup.py",
+    "setup.cfg",
+    "go.mod",
+    "go.sum",
+    "Gemfile",
+    "Gemfile.lock",
+    "composer.json",
+    "composer.lock",
+    "Makefile",
+    "Dockerfile",
+    "docker-compose.y*ml",
+    "compose.y*ml",
+    ".gitmodules",
+    ".git/HEAD",
+    ".git/config",
+    ".git/packed-refs",
+    ".git/index",
+    "*.sqlite",
+    "*.sqlite3",
+    "*.db",
+    "openclaw.json",
+    ".env",
+];
+
+impl Default for SanitySettings {
+    fn default() -> Self {
+        SanitySettings {
+            git: true,
+            lockfiles: true,
+            mass_change_percent: 30,
+            high_entropy_percent: 50,
+            mass_loss_percent: 50,
+            min_files: 10,
+            depended_on: DEFAULT_DEPENDED_ON.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+impl SanitySettings {
+    fn validate(&self) -> std::result::Result<(), String> {
+        for (name, v) in [
+            ("mass_change_percent", self.mass_change_percent),
+            ("high_entropy_percent", self.high_entropy_percent),
+            ("mass_loss_percent", self.mass_loss_percent),
+        ] {
+            if v > 100 {
+                return Err(format!("gates.sanity.{name} {v} is over 100"));
+            }
+        }
+        for g in &self.depended_on {
+            globset::Glob::new(g)
+                .map_err(|e| format!("gates.sanity.depended_on glob {g:?}: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Serialized form of [`ChunkerParams`] (kept separate so the field order in JSON is stable).
@@ -118,6 +220,7 @@ impl VaultConfig {
             },
             pack_target_size: DEFAULT_PACK_TARGET_BYTES,
             encryption: "none".into(),
+            gates: GateSettings::default(),
         };
         cfg.validate().map_err(Error::Invalid)?;
         Ok(cfg)
@@ -156,7 +259,7 @@ impl VaultConfig {
                 self.encryption
             ));
         }
-        Ok(())
+        self.gates.sanity.validate()
     }
 
     /// Reads `config.json` from a vault directory.

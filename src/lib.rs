@@ -48,6 +48,7 @@ pub mod pack;
 pub mod progress;
 pub mod restore;
 pub mod snapshot;
+pub mod stored;
 pub mod template;
 pub mod tree;
 pub mod util;

@@ -83,6 +83,8 @@ pub fn evaluate_bytes(
         packs_on_disk: &packs_on_disk,
         packs_indexed: &packs_indexed,
         deep,
+        vault_root: vault.root(),
+        settings: &vault.config.gates,
     }))
 }
 
@@ -98,6 +100,12 @@ pub struct Promotion {
 
 /// Re-runs the gates on `id` and moves the LKG to it only if all pass. Needs the exclusive lock.
 pub fn promote(vault: &Vault, id: &SnapshotId) -> Result<Promotion> {
+    if vault.manifest(id).is_ok_and(|m| m.safety) {
+        return Err(Error::Invalid(format!(
+            "snapshot {id} is a safety snapshot (taken before a restore overwrote its target); \
+             safety snapshots are never promoted"
+        )));
+    }
     let previous = read(vault.root())?.map(|r| r.snapshot);
     let results = evaluate(vault, id, false)?;
     let promoted = gates::all_passed(&results);

@@ -51,6 +51,20 @@ pub struct Stats {
     pub duration_ms: u64,
 }
 
+/// What the `template_only` policy did in one snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateReport {
+    /// Every glob in force (the defaults and `--template-only`).
+    pub globs: Vec<String>,
+    /// Files stored as templates.
+    pub templated: u64,
+    /// Snapshot paths of matching files that could not be templated, with the reason; their
+    /// content was not stored at all (never raw), and the `template_only` gate fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
+}
+
 /// The manifest of one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +81,13 @@ pub struct Manifest {
     pub warnings: Vec<String>,
     /// True when some file could not be read; such a snapshot exits with code 3.
     pub partial: bool,
+    /// How the `template_only` policy applied (absent in manifests of builds before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_only: Option<TemplateReport>,
+    /// A safety snapshot, taken of a restore target before `restore --overwrite` replaced it;
+    /// never promoted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub safety: bool,
     /// Gate results at snapshot time; outside the hashed bytes because the gates check them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates: Option<Vec<crate::gates::GateResult>>,
@@ -161,6 +182,8 @@ mod tests {
             stats: Stats::default(),
             warnings: vec![],
             partial: false,
+            template_only: None,
+            safety: false,
             gates: None,
             sha256: None,
         }

@@ -33,9 +33,11 @@ use crate::config::ChunkerParams;
 use crate::error::{Error, IoContext, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::index::Index;
+use crate::manifest::TemplateReport;
 use crate::manifest::{Manifest, SourcePath, Stats, MANIFEST_FORMAT};
 use crate::pack::PackWriter;
 use crate::progress::Progress;
+use crate::template::{self, TemplatePolicy, DEFAULT_TEMPLATE_ONLY_GLOBS, TEMPLATE_MAX_BYTES};
 use crate::tree::{Entry, Node, Tree};
 use crate::vault::{BlobReader, Vault};
 
@@ -56,6 +58,10 @@ pub struct SnapshotOptions {
     pub no_parent: bool,
     /// Worker threads per stage; 0 means one per core.
     pub threads: usize,
+    /// `template_only` globs in addition to the defaults (see [`crate::template`]).
+    pub template_only: Vec<String>,
+    /// Mark the snapshot as a safety snapshot (taken before a restore overwrites a target).
+    pub safety: bool,
 }
 
 /// The result of a snapshot run.
@@ -168,6 +174,16 @@ pub fn snapshot(
     for r in roots.iter().filter(|r| r.meta.is_dir()) {
         build_walk(&r.path, &rules)?; // bad --exclude globs fail here, before any work
     }
+    let mut globs: Vec<String> = DEFAULT_TEMPLATE_ONLY_GLOBS
+        .iter()
+        .map(|g| g.to_string())
+        .collect();
+    for g in &opts.template_only {
+        if !globs.contains(g) {
+            globs.push(g.clone());
+        }
+    }
+    let policy = TemplatePolicy::new(&globs)?;
     let path_strings: Vec<String> = roots
         .iter()
         .map(|r| r.path.to_string_lossy().into_owned())
@@ -243,6 +259,12 @@ pub fn snapshot(
             sink,
             reader: &reader,
             rules: &rules,
+            policy: &policy,
+            root: PathBuf::new(),
+            templates: TemplateReport {
+                globs: globs.clone(),
+                ..Default::default()
+            },
             stats: Stats::default(),
             warnings: Vec::new(),
             partial: false,
@@ -252,6 +274,7 @@ pub fn snapshot(
             stats,
             warnings,
             partial,
+            templates,
             jobs,
             sink,
             ..
@@ -283,7 +306,10 @@ pub fn snapshot(
                 .err()
                 .flatten(),
         );
-        (result.map(|tree| (tree, stats, warnings, partial)), stops)
+        (
+            result.map(|tree| (tree, stats, warnings, partial, templates)),
+            stops,
+        )
     });
     progress.finish();
 
@@ -291,7 +317,7 @@ pub fn snapshot(
     if let Some(e) = stops.into_iter().flatten().next() {
         return Err(e);
     }
-    let (tree, mut stats, warnings, partial) = match walk_result {
+    let (tree, mut stats, warnings, partial, templates) = match walk_result {
         Ok(v) => v,
         Err(None) => {
             return Err(Error::Invalid(
@@ -323,6 +349,8 @@ pub fn snapshot(
         stats,
         warnings,
         partial,
+        template_only: Some(templates),
+        safety: opts.safety,
         gates: None,
         sha256: None,
     };
@@ -474,6 +502,10 @@ struct Walker<'a> {
     sink: BlobSink,
     reader: &'a BlobReader,
     rules: &'a WalkRules,
+    policy: &'a TemplatePolicy,
+    /// The source root being walked (template globs with `/` match below it).
+    root: PathBuf,
+    templates: TemplateReport,
     stats: Stats,
     warnings: Vec<String>,
     partial: bool,
@@ -487,6 +519,7 @@ impl Walker<'_> {
     ) -> std::result::Result<BlobId, Stop> {
         let mut top = Vec::new();
         for root in roots {
+            self.root = root.path.clone();
             let parent_entry = parent_root.and_then(|t| t.get(&root.name));
             if root.meta.is_dir() {
                 let parent_tree = self.parent_subtree(parent_entry);
@@ -650,6 +683,13 @@ impl Walker<'_> {
                 .push(format!("skipped {kind} {}", path.display()));
             return Ok(None);
         }
+        let relative = match path.strip_prefix(&self.root) {
+            Ok(r) if !r.as_os_str().is_empty() => r,
+            _ => Path::new(crate::util::os_str(&name)),
+        };
+        if self.policy.matches(relative) {
+            return self.template_file(path, name, meta);
+        }
         let entry = entry_from(name, meta, Node::File { chunks: Vec::new() });
         if let Some(Entry {
             node: Node::File { chunks },
@@ -720,6 +760,62 @@ impl Walker<'_> {
             }
         }
         Ok(tree)
+    }
+
+    /// Stores a `template_only` file as its template; a file that cannot be templated is not
+    /// stored at all and is listed as refused (the `template_only` gate then fails).
+    fn template_file(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        meta: &Metadata,
+    ) -> std::result::Result<Option<Pending>, Stop> {
+        let bytes = match read_small(path, TEMPLATE_MAX_BYTES) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                self.refuse(format!(
+                    "{}: larger than {} bytes",
+                    path.display(),
+                    TEMPLATE_MAX_BYTES
+                ));
+                return Ok(None);
+            }
+            Err(e) => {
+                self.warn_unreadable(format!("{}: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        self.sink
+            .counters
+            .bytes_read
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let t = match template::render(path, &bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                self.refuse(e.to_string());
+                return Ok(None);
+            }
+        };
+        let mut chunks = Vec::new();
+        if !t.bytes.is_empty() {
+            let id = BlobId::of(&t.bytes);
+            self.sink.put(id, BlobKind::Data, &t.bytes)?;
+            chunks.push(id);
+        }
+        let mut entry = entry_from(name, meta, Node::File { chunks });
+        entry.size = t.bytes.len() as u64;
+        self.stats.files += 1;
+        self.stats.bytes += entry.size;
+        self.templates.templated += 1;
+        Ok(Some(Pending::Ready(entry)))
+    }
+
+    fn refuse(&mut self, reason: String) {
+        self.stats.skipped += 1;
+        self.warnings.push(format!(
+            "not stored (template_only, cannot template): {reason}"
+        ));
+        self.templates.refused.push(reason);
     }
 
     fn put_tree(&mut self, tree: &mut Tree) -> std::result::Result<BlobId, Stop> {
@@ -878,6 +974,22 @@ fn read_one(
         meta: before,
         changed,
     })
+}
+
+/// A regular file's content when it is at most `max` bytes, `None` when larger. Opened without
+/// following a symlink or blocking on a FIFO swapped in after the walk.
+fn read_small(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("no longer a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
 /// Compressor: seals raw blobs (compress + verify-before-write).

@@ -8,16 +8,23 @@
 
 mod checksums;
 mod manifest;
+mod sanity;
+mod template_only;
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::GateSettings;
 use crate::id::{PackId, SnapshotId};
+use crate::manifest::Manifest;
 use crate::vault::BlobReader;
 
 pub use checksums::ChecksumsGate;
 pub use manifest::ManifestGate;
+pub use sanity::SanityGate;
+pub use template_only::TemplateOnlyGate;
 
 /// Reasons kept per failed gate; the rest are counted.
 const REASONS_MAX: usize = 20;
@@ -35,6 +42,22 @@ pub struct GateInput<'a> {
     pub packs_indexed: &'a HashMap<PackId, u64>,
     /// Re-read and re-hash every blob.
     pub deep: bool,
+    /// The vault directory (for the manifests of earlier snapshots).
+    pub vault_root: &'a Path,
+    pub settings: &'a GateSettings,
+}
+
+/// The manifest a gate judges, parsed and checked against the id; the reason when it cannot be.
+///
+/// Gates after `manifest` call this and fail with the reason, so every gate fails on a manifest
+/// that is missing or wrong rather than passing vacuously.
+pub fn manifest_of(input: &GateInput<'_>) -> Result<Manifest, String> {
+    match input.manifest_bytes.map(Manifest::parse) {
+        None => Err("no manifest to check".into()),
+        Some(Err(e)) => Err(format!("manifest does not parse: {e}")),
+        Some(Ok((id, _))) if id != input.id => Err(format!("manifest is snapshot {id}")),
+        Some(Ok((_, m))) => Ok(m),
+    }
 }
 
 /// One gate's verdict.
@@ -75,7 +98,12 @@ pub trait Gate: Send + Sync {
 
 /// The gates every snapshot runs, in order.
 pub fn default_gates() -> Vec<Box<dyn Gate>> {
-    vec![Box::new(ManifestGate), Box::new(ChecksumsGate)]
+    vec![
+        Box::new(ManifestGate),
+        Box::new(ChecksumsGate),
+        Box::new(TemplateOnlyGate),
+        Box::new(SanityGate),
+    ]
 }
 
 /// Runs every gate.

@@ -12,9 +12,9 @@ fn records(f: &Fixture) -> Vec<Value> {
         .args(["audit", "--json"])
         .run()
         .success()
-        .json()
+        .json_lines()
         .as_array()
-        .expect("audit --json is an array")
+        .expect("audit --json is JSON lines")
         .clone()
 }
 
@@ -141,10 +141,15 @@ fn a_torn_last_line_is_skipped_with_a_warning() {
         .run()
         .success()
         .stderr_has("did not parse");
-    assert_eq!(run.json().as_array().unwrap().len(), 1);
+    assert_eq!(run.json_lines().as_array().unwrap().len(), 1);
     // The next record still lands on a line of its own and parses.
     f.cmd().arg("verify").run().success();
-    let recs = f.cmd().args(["audit", "--json"]).run().success().json();
+    let recs = f
+        .cmd()
+        .args(["audit", "--json"])
+        .run()
+        .success()
+        .json_lines();
     let actions: Vec<&str> = recs
         .as_array()
         .unwrap()

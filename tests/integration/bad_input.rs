@@ -440,7 +440,7 @@ fn unreadable_file_gives_a_partial_snapshot_with_exit_3() {
         .args(["audit", "--json"])
         .run()
         .success()
-        .json();
+        .json_lines();
     let snap = audit
         .as_array()
         .unwrap()

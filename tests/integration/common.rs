@@ -264,6 +264,20 @@ impl Run {
         self
     }
 
+    /// Parses JSON lines (one value per line) into an array.
+    pub fn json_lines(&self) -> Value {
+        Value::Array(
+            self.stdout
+                .lines()
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| {
+                        panic!("line {l:?} is not JSON ({e})\n{}", self.context())
+                    })
+                })
+                .collect(),
+        )
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.context()))

@@ -2,6 +2,7 @@
 //! per area.
 
 mod common;
+mod craft;
 
 mod audit;
 mod bad_input;
@@ -13,4 +14,6 @@ mod gates;
 mod locking;
 mod reindex;
 mod roundtrip;
+mod sanity;
+mod templates;
 mod traversal;

@@ -1,0 +1,190 @@
+//! Gate 4, `sanity`: the snapshot holds working repositories and lockfiles, and does not look like
+//! ransomware or a runaway script went through it.
+//!
+//! - **git**: every `.git` directory in a tree has a HEAD that resolves to a commit whose object
+//!   (and root tree object) exists and reads ([`git`]).
+//! - **lockfiles**: every lockfile parses as its format ([`lockfile`]). Lockfiles below
+//!   `node_modules` belong to dependencies and are not checked.
+//! - **mass change**, against a baseline snapshot of the same paths ([`mass`]).
+//!
+//! Everything is read from the vault, so `vault gate` gives the same verdict later.
+
+mod git;
+mod lockfile;
+mod mass;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use super::{manifest_of, Gate, GateInput, GateResult};
+use crate::id::BlobId;
+use crate::stored::{self, Visit};
+use crate::tree::{Entry, Node, Tree};
+use crate::util::display_name;
+use crate::vault::BlobReader;
+
+/// Largest lockfile read; a bigger one is reported rather than read.
+const LOCKFILE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// See the module doc.
+pub struct SanityGate;
+
+impl Gate for SanityGate {
+    fn name(&self) -> &'static str {
+        "sanity"
+    }
+
+    fn check(&self, input: &GateInput<'_>) -> GateResult {
+        let manifest = match manifest_of(input) {
+            Ok(m) => m,
+            Err(reason) => return GateResult::from_reasons(self.name(), vec![reason]),
+        };
+        let settings = &input.settings.sanity;
+        let mut reasons = Vec::new();
+        if settings.git || settings.lockfiles {
+            let walked = stored::walk(input.reader, &manifest.tree, |path, e| {
+                match &e.node {
+                    Node::Dir { subtree } if e.name == b".git" => {
+                        if settings.git {
+                            let repo = StoredGitDir::new(input.reader, *subtree);
+                            for p in git::check_repo(&repo) {
+                                reasons.push(format!("{}: {p}", display_name(path)));
+                            }
+                        }
+                        return Ok(Visit::Skip);
+                    }
+                    Node::Dir { .. } if e.name == b"node_modules" => return Ok(Visit::Skip),
+                    Node::File { chunks } if settings.lockfiles => {
+                        if let Some(kind) = lockfile::kind_of(&e.name) {
+                            let checked =
+                                stored::read_file(input.reader, chunks, LOCKFILE_MAX_BYTES)
+                                    .map_err(|err| err.full())
+                                    .and_then(|bytes| lockfile::check(kind, &bytes));
+                            if let Err(why) = checked {
+                                reasons.push(format!(
+                                    "{}: broken lockfile: {why}",
+                                    display_name(path)
+                                ));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                Ok(Visit::Descend)
+            });
+            if let Err(e) = walked {
+                reasons.push(format!("cannot walk the snapshot: {}", e.full()));
+            }
+        }
+        mass::check(input, &manifest, settings, &mut reasons);
+        GateResult::from_reasons(self.name(), reasons)
+    }
+}
+
+/// A repository's `.git` directory as stored in the snapshot.
+struct StoredGitDir<'a> {
+    reader: &'a BlobReader,
+    root: BlobId,
+    trees: RefCell<HashMap<BlobId, Tree>>,
+}
+
+impl<'a> StoredGitDir<'a> {
+    fn new(reader: &'a BlobReader, root: BlobId) -> Self {
+        StoredGitDir {
+            reader,
+            root,
+            trees: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn tree(&self, id: &BlobId) -> Result<Tree, String> {
+        if let Some(t) = self.trees.borrow().get(id) {
+            return Ok(t.clone());
+        }
+        let t = self.reader.tree(id).map_err(|e| e.full())?;
+        self.trees.borrow_mut().insert(*id, t.clone());
+        Ok(t)
+    }
+
+    /// The entry at `rel` (`/`-separated), or `None`.
+    fn entry(&self, rel: &str) -> Result<Option<Entry>, String> {
+        let mut dir = self.root;
+        let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+        for (i, part) in parts.iter().enumerate() {
+            let tree = self.tree(&dir)?;
+            let Some(e) = tree.get(part.as_bytes()) else {
+                return Ok(None);
+            };
+            if i + 1 == parts.len() {
+                return Ok(Some(e.clone()));
+            }
+            match &e.node {
+                Node::Dir { subtree } => dir = *subtree,
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    fn chunks(&self, rel: &str) -> Result<Option<Vec<BlobId>>, String> {
+        Ok(match self.entry(rel)? {
+            Some(Entry {
+                node: Node::File { chunks },
+                ..
+            }) => Some(chunks),
+            _ => None,
+        })
+    }
+}
+
+impl git::GitDir for StoredGitDir<'_> {
+    fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, String> {
+        match self.chunks(rel)? {
+            None => Ok(None),
+            Some(c) => stored::read_file(self.reader, &c, LOCKFILE_MAX_BYTES)
+                .map(Some)
+                .map_err(|e| e.full()),
+        }
+    }
+
+    fn read_range(&self, rel: &str, offset: u64, len: usize) -> Result<Option<Vec<u8>>, String> {
+        match self.chunks(rel)? {
+            None => Ok(None),
+            Some(c) => stored::read_range(self.reader, &c, offset, len)
+                .map(Some)
+                .map_err(|e| e.full()),
+        }
+    }
+
+    fn size(&self, rel: &str) -> Result<Option<u64>, String> {
+        match self.chunks(rel)? {
+            None => Ok(None),
+            Some(c) => stored::file_len(self.reader, &c)
+                .map(Some)
+                .map_err(|e| e.full()),
+        }
+    }
+
+    fn list(&self, rel: &str) -> Result<Vec<String>, String> {
+        let dir = if rel.split('/').all(|p| p.is_empty()) {
+            Some(self.root)
+        } else {
+            match self.entry(rel)? {
+                Some(Entry {
+                    node: Node::Dir { subtree },
+                    ..
+                }) => Some(subtree),
+                _ => None,
+            }
+        };
+        Ok(match dir {
+            None => Vec::new(),
+            Some(id) => self
+                .tree(&id)?
+                .entries
+                .iter()
+                .map(|e| display_name(&e.name))
+                .collect(),
+        })
+    }
+}
