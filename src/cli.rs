@@ -277,6 +277,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                         "files_unchanged": s.files_unchanged,
                         "dedup_ratio": dedup, "duration_ms": s.duration_ms, "warnings": m.warnings,
                         "gates": gates, "promoted": promotion.as_ref().map(|p| p.promoted),
+                        "template_only": m.template_only,
                     }),
                 )?;
             } else {
@@ -294,6 +295,12 @@ pub fn run(cli: Cli) -> Result<i32> {
                 );
             }
             if !json {
+                if let Some(t) = m.template_only.as_ref().filter(|t| t.templated > 0) {
+                    say!(
+                        "{} file(s) stored as templates, secrets redacted (template_only)",
+                        t.templated
+                    );
+                }
                 print_gates(&mut out, gates.map(Vec::as_slice).unwrap_or_default())?;
                 match &promotion {
                     Some(p) if p.promoted => {
