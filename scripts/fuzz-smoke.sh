@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz smoke test: runs every cargo-fuzz target in fuzz/ for FUZZ_SECONDS seconds (default 30).
+# Fuzz smoke test: runs every cargo-fuzz target in fuzz/ for FUZZ_SECONDS seconds (default 20).
 #
 # Each target starts from a scratch corpus holding fuzz/seeds/TARGET/ (real vault files) and
 # fuzz/regressions/TARGET/ (inputs that once crashed), so a regression fails the run straight away.
@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds="${FUZZ_SECONDS:-30}"
+seconds="${FUZZ_SECONDS:-20}"
 sanitizer="${FUZZ_SANITIZER:-none}"
 rss_limit_mb=2048
 # Above every size cap the decoders document (the largest is a 256 MiB blob), so a single

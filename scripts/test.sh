@@ -6,5 +6,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
 cargo test --doc
-# Every decoder's cargo-fuzz target, briefly (FUZZ_SECONDS each, default 30).
+# Every decoder's cargo-fuzz target, briefly (FUZZ_SECONDS each, default 20).
 bash scripts/fuzz-smoke.sh

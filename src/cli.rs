@@ -437,6 +437,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             let (id, m) = vault.resolve(&reference)?;
             let safety = if needs_safety {
+                eprintln!(
+                    "taking a safety snapshot of {} before overwriting it",
+                    a.target.display()
+                );
                 let opts = SnapshotOptions {
                     paths: vec![a.target.clone()],
                     safety: true,

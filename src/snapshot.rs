@@ -14,6 +14,10 @@
 //! plus every id claimed during this run. Whoever inserts an id first writes that blob, so the
 //! same chunk met twice (in two files at once) is stored once. The manifest is written only after
 //! the writer has fsynced and indexed every pack.
+//!
+//! Files matching a `template_only` glob never reach a worker: the walker reads them itself,
+//! renders the template (secrets replaced by placeholders, see [`crate::template`]) and stores
+//! only that. One that cannot be templated is not stored at all and is listed in the manifest.
 
 use std::collections::HashSet;
 use std::fs::Metadata;
@@ -33,8 +37,7 @@ use crate::config::ChunkerParams;
 use crate::error::{Error, IoContext, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::index::Index;
-use crate::manifest::TemplateReport;
-use crate::manifest::{Manifest, SourcePath, Stats, MANIFEST_FORMAT};
+use crate::manifest::{Manifest, SourcePath, Stats, TemplateReport, MANIFEST_FORMAT};
 use crate::pack::PackWriter;
 use crate::progress::Progress;
 use crate::template::{self, TemplatePolicy, DEFAULT_TEMPLATE_ONLY_GLOBS, TEMPLATE_MAX_BYTES};
@@ -372,6 +375,8 @@ pub fn snapshot(
             "bytes_new": manifest.stats.bytes_new,
             "bytes_stored": manifest.stats.bytes_stored,
             "warnings": manifest.warnings.len(),
+            "templated": manifest.template_only.as_ref().map_or(0, |t| t.templated),
+            "safety": manifest.safety,
         })),
     )?;
     Ok(SnapshotOutcome { id, manifest })

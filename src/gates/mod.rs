@@ -8,7 +8,7 @@
 
 mod checksums;
 mod manifest;
-mod sanity;
+pub mod sanity;
 mod template_only;
 
 use std::collections::HashMap;

@@ -88,7 +88,9 @@ fn parse_entry<'a>(lines: &[&'a str], first: usize) -> Option<Entry<'a>> {
             .char_indices()
             .find(|&(i, c)| c == '#' && value_part[..i].ends_with([' ', '\t']))
             .map_or(value_part.len(), |(i, _)| i);
-        let value = value_part[..end].trim_end();
+        // Only spaces and tabs end a value: they are all a quoted value may be followed by, so
+        // the rendered `'<placeholder>'` plus this suffix parses again.
+        let value = value_part[..end].trim_end_matches([' ', '\t']);
         return Some(Entry {
             key,
             value: value.to_owned(),

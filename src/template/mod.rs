@@ -150,6 +150,10 @@ pub enum TemplateError {
         line: Option<usize>,
         column: Option<usize>,
     },
+    /// The rendered template did not read back as a clean, unchanged template (a corner of the
+    /// format this module cannot write faithfully); storing it could leak, so it is refused.
+    #[error("cannot template {}: its {format} template does not read back clean", path.display())]
+    Unstable { path: PathBuf, format: Format },
 }
 
 fn location(line: Option<usize>, column: Option<usize>) -> String {
@@ -200,6 +204,18 @@ pub fn render(path: &Path, bytes: &[u8]) -> Result<Template, TemplateError> {
             line: fail.line,
             column: fail.column,
         })?;
+    // The guarantee, checked on every render rather than trusted: the template parses in its
+    // format, holds nothing secret-looking, and renders to itself.
+    let mut check = Redactor::default();
+    match process(path, out.as_bytes(), &mut check) {
+        Ok((f, again)) if f == format && check.findings.is_empty() && again == out => {}
+        _ => {
+            return Err(TemplateError::Unstable {
+                path: path.to_path_buf(),
+                format,
+            })
+        }
+    }
     Ok(Template {
         bytes: out.into_bytes(),
         format,
@@ -427,7 +443,14 @@ fn redact_string(key: Option<&str>, value: &str) -> Option<String> {
     if key.is_some_and(is_secret_key) || looks_like_credential(value) {
         return Some(placeholder(value));
     }
-    redact_url_passwords(value)
+    let redacted = redact_url_passwords(value)?;
+    // Judged again as it will be stored, so that a template is a fixed point of rendering: the
+    // placeholder's hex digits can tip a long token over the entropy bar.
+    Some(if looks_like_credential(&redacted) {
+        placeholder(value)
+    } else {
+        redacted
+    })
 }
 
 /// Whether the value holds something shaped like a credential anywhere in it.

@@ -404,3 +404,46 @@ fn deeply_nested_yaml_is_refused_not_a_stack_overflow() {
         ["<not valid YAML>"]
     );
 }
+
+/// Found by the `template` fuzz target: a vertical tab after an unquoted secret was kept after the
+/// quoted placeholder, where it does not parse.
+#[test]
+fn a_template_of_a_value_followed_by_odd_whitespace_parses_again() {
+    let input = b"# c\nAPI_KEY=sk-abcglpatdefghijkxport A=\"b c\"\x0b";
+    let t = render(Path::new(".env"), input).unwrap();
+    assert!(find_secrets(Path::new(".env"), &t.bytes).is_empty());
+    assert_eq!(render(Path::new(".env"), &t.bytes).unwrap().bytes, t.bytes);
+}
+
+/// Found by the `template` fuzz target: redacting a URL password inside a long token added enough
+/// hex digits to make the token look high-entropy, so the template was not clean.
+#[test]
+fn a_url_password_redaction_that_looks_like_a_credential_redacts_the_whole_value() {
+    let input = "v: \"x://a1:1@]***4?*****:_/::a1_1@]***4abcdefghij?://a1_1@]***4?*****:_\"\n";
+    let t = render(Path::new("compose.yaml"), input.as_bytes()).unwrap();
+    assert!(find_secrets(Path::new("compose.yaml"), &t.bytes).is_empty());
+    assert_eq!(
+        render(Path::new("compose.yaml"), &t.bytes).unwrap().bytes,
+        t.bytes
+    );
+    let d = b"v/:\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07:/\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07://a1_1@]***4\"**?://a1:1@]***4\"?*****:_\x03/:://a1_1@]***4\"*/a1_1@]***4\"**?://a1_1@]***4\"?*****:_\x03/:://a1_1@]***4\"**?://a_1$";
+    let t = render(Path::new("compose.yaml"), d).unwrap();
+    assert!(find_secrets(Path::new("compose.yaml"), &t.bytes).is_empty());
+    assert_eq!(
+        render(Path::new("compose.yaml"), &t.bytes).unwrap().bytes,
+        t.bytes
+    );
+}
+
+/// Found by the `template` fuzz target: yaml-rust2 writes a key longer than 1,024 characters as an
+/// implicit key, which its own parser then rejects. Such a template is refused, never stored.
+#[test]
+fn a_template_that_does_not_read_back_is_refused() {
+    let input = format!("? aq {{:{}\n", "W".repeat(1100));
+    let err = render(Path::new("compose.yaml"), input.as_bytes()).unwrap_err();
+    assert!(matches!(err, TemplateError::Unstable { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("does not read back clean"),
+        "{err}"
+    );
+}

@@ -75,7 +75,8 @@ pub enum LockKind {
 }
 
 impl LockKind {
-    const ALL: [LockKind; 9] = [
+    /// Every kind.
+    pub const ALL: [LockKind; 9] = [
         LockKind::Cargo,
         LockKind::NpmPackageLock,
         LockKind::NpmShrinkwrap,
