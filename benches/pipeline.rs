@@ -9,7 +9,9 @@
 //! `seal` (zstd level 3 plus the verify-before-write check), `pipeline` (the three chained on one
 //! thread) and `snapshot` (the library's `snapshot` of one 64 MiB file into a fresh vault, with its
 //! worker threads, packs, fsyncs and index). Stage groups run single-threaded; only `snapshot`
-//! uses every core.
+//! uses every core. `hash`, `seal`, `pipeline` and `snapshot` each run `plain/` and `encrypted/`
+//! (keyed blake3 ids, a seeded chunker and XChaCha20-Poly1305 sealing): the cost of encryption is
+//! the ratio of the two.
 //!
 //! `cargo bench --bench pipeline` measures for about a minute and a half on 2 cores (after the
 //! release build); under `cargo test --all-targets` each benchmark runs once, in about 4 s.
@@ -27,6 +29,8 @@ use criterion::{
 use atlasvault::blob::{seal, BlobKind};
 use atlasvault::chunk::Chunker;
 use atlasvault::config::{ChunkerParams, DEFAULT_ZSTD_LEVEL};
+use atlasvault::crypto::Crypto;
+use atlasvault::keys::{KdfParams, Secret, SecretSource};
 use atlasvault::lock::LockMode;
 use atlasvault::progress::Progress;
 use atlasvault::snapshot::{snapshot, SnapshotOptions};
@@ -368,7 +372,7 @@ fn incompressible(len: usize) -> Vec<u8> {
 
 /// Where FastCDC cuts `data` with the default parameters.
 fn chunk_ranges(data: &[u8]) -> Vec<Range<usize>> {
-    let mut chunker = Chunker::new(ChunkerParams::default());
+    let mut chunker = Chunker::new(ChunkerParams::default(), 0);
     let mut ranges = Vec::new();
     let mut at = 0;
     chunker
@@ -394,7 +398,7 @@ fn group<'a>(c: &'a mut Criterion, name: &str, measure_secs: u64) -> BenchmarkGr
 
 fn bench_chunk(c: &mut Criterion) {
     let mut g = group(c, "chunk", 3);
-    let mut chunker = Chunker::new(ChunkerParams::default());
+    let mut chunker = Chunker::new(ChunkerParams::default(), 0);
     for input in INPUTS.iter() {
         g.throughput(input.bytes());
         g.bench_function(input.name, |b| {
@@ -414,74 +418,102 @@ fn bench_chunk(c: &mut Criterion) {
     g.finish();
 }
 
+/// The two ways a vault runs: unencrypted, and encrypted (keyed ids, seeded chunker, AEAD).
+fn modes() -> [(&'static str, Crypto); 2] {
+    [
+        ("plain", Crypto::plain()),
+        ("encrypted", Crypto::from_master(&[0x5a; 32])),
+    ]
+}
+
 fn bench_hash(c: &mut Criterion) {
     let mut g = group(c, "hash", 3);
-    for input in INPUTS.iter() {
-        g.throughput(input.bytes());
-        g.bench_function(input.name, |b| {
-            b.iter(|| {
-                for r in &input.chunks {
-                    black_box(BlobId::of(&input.data[r.clone()]));
-                }
-            })
-        });
+    for (mode, crypto) in modes() {
+        for input in INPUTS.iter() {
+            g.throughput(input.bytes());
+            g.bench_function(format!("{mode}/{}", input.name), |b| {
+                b.iter(|| {
+                    for r in &input.chunks {
+                        black_box(crypto.blob_id(&input.data[r.clone()]));
+                    }
+                })
+            });
+        }
     }
     g.finish();
 }
 
 fn bench_seal(c: &mut Criterion) {
     let mut g = group(c, "seal", 6);
-    for input in INPUTS.iter() {
-        let ids: Vec<BlobId> = input
-            .chunks
-            .iter()
-            .map(|r| BlobId::of(&input.data[r.clone()]))
-            .collect();
-        g.throughput(input.bytes());
-        g.bench_function(input.name, |b| {
-            b.iter(|| {
-                for (r, id) in input.chunks.iter().zip(&ids) {
-                    let sealed = seal(
-                        *id,
-                        BlobKind::Data,
-                        &input.data[r.clone()],
-                        DEFAULT_ZSTD_LEVEL,
-                    )
-                    .expect("sealing a bench chunk");
-                    black_box(sealed);
-                }
-            })
-        });
+    for (mode, crypto) in modes() {
+        for input in INPUTS.iter() {
+            let ids: Vec<BlobId> = input
+                .chunks
+                .iter()
+                .map(|r| crypto.blob_id(&input.data[r.clone()]))
+                .collect();
+            g.throughput(input.bytes());
+            g.bench_function(format!("{mode}/{}", input.name), |b| {
+                b.iter(|| {
+                    for (r, id) in input.chunks.iter().zip(&ids) {
+                        let sealed = seal(
+                            &crypto,
+                            *id,
+                            BlobKind::Data,
+                            &input.data[r.clone()],
+                            DEFAULT_ZSTD_LEVEL,
+                        )
+                        .expect("sealing a bench chunk");
+                        black_box(sealed);
+                    }
+                })
+            });
+        }
     }
     g.finish();
 }
 
+/// Chunk, hash and seal on one core: the CPU work of a snapshot without the file system.
 fn bench_pipeline(c: &mut Criterion) {
     let mut g = group(c, "pipeline", 8);
-    let mut chunker = Chunker::new(ChunkerParams::default());
-    for input in INPUTS.iter() {
-        g.throughput(input.bytes());
-        g.bench_function(input.name, |b| {
-            b.iter(|| {
-                chunker
-                    .run::<_, Box<dyn std::error::Error>>(input.data.as_slice(), |c| {
-                        let sealed = seal(BlobId::of(c), BlobKind::Data, c, DEFAULT_ZSTD_LEVEL)?;
-                        black_box(sealed);
-                        Ok(())
-                    })
-                    .expect("chunk, hash and seal a bench input")
-            })
-        });
+    for (mode, crypto) in modes() {
+        let mut chunker = Chunker::new(ChunkerParams::default(), crypto.chunker_seed());
+        for input in INPUTS.iter() {
+            g.throughput(input.bytes());
+            g.bench_function(format!("{mode}/{}", input.name), |b| {
+                b.iter(|| {
+                    chunker
+                        .run::<_, Box<dyn std::error::Error>>(input.data.as_slice(), |c| {
+                            let id = crypto.blob_id(c);
+                            let sealed = seal(&crypto, id, BlobKind::Data, c, DEFAULT_ZSTD_LEVEL)?;
+                            black_box(sealed);
+                            Ok(())
+                        })
+                        .expect("chunk, hash and seal a bench input")
+                })
+            });
+        }
     }
     g.finish();
 }
 
-/// A new, empty vault in its own temporary directory.
-fn fresh_vault() -> (tempfile::TempDir, Vault) {
+/// A new, empty vault in its own temporary directory (argon2 made cheap: it is not timed, but
+/// it runs once per iteration).
+fn fresh_vault(encrypted: bool) -> (tempfile::TempDir, Vault) {
     let dir = tempfile::tempdir().expect("a temporary directory for the vault");
     let root = dir.path().join("vault");
-    Vault::init(&root, ChunkerParams::default()).expect("vault init");
-    let vault = Vault::open(&root, LockMode::Exclusive, None).expect("vault open");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "bench password").expect("password file");
+    let secret = Secret::Password(b"bench password".to_vec());
+    let kdf = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let key = encrypted.then_some((&secret, &kdf));
+    Vault::init(&root, ChunkerParams::default(), key).expect("vault init");
+    let secrets = SecretSource::from_env_and(Some(password), None);
+    let vault = Vault::open(&root, LockMode::Exclusive, None, &secrets).expect("vault open");
     (dir, vault)
 }
 
@@ -497,23 +529,25 @@ fn bench_snapshot(c: &mut Criterion) {
             no_parent: true,
             ..Default::default()
         };
-        let mut last = None;
-        g.throughput(input.bytes());
-        g.bench_function(input.name, |b| {
-            b.iter_batched(
-                fresh_vault,
-                // The vault goes back out so that deleting it is not timed.
-                |(dir, mut vault)| {
-                    let done = snapshot(&mut vault, &opts, &Progress::hidden())
-                        .expect("snapshot into a fresh vault");
-                    last = Some(done.manifest.stats.clone());
-                    (dir, vault, done)
-                },
-                BatchSize::PerIteration,
-            )
-        });
-        if let Some(s) = last {
-            report_stats(input.name, &s);
+        for (mode, encrypted) in [("plain", false), ("encrypted", true)] {
+            let mut last = None;
+            g.throughput(input.bytes());
+            g.bench_function(format!("{mode}/{}", input.name), |b| {
+                b.iter_batched(
+                    || fresh_vault(encrypted),
+                    // The vault goes back out so that deleting it is not timed.
+                    |(dir, mut vault)| {
+                        let done = snapshot(&mut vault, &opts, &Progress::hidden())
+                            .expect("snapshot into a fresh vault");
+                        last = Some(done.manifest.stats.clone());
+                        (dir, vault, done)
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+            if let Some(s) = last {
+                report_stats(&format!("{mode}/{}", input.name), &s);
+            }
         }
     }
     g.finish();

@@ -1,13 +1,15 @@
 //! Blobs: the one place where plaintext becomes stored bytes and back.
 //!
-//! Sealing compresses with zstd (or keeps the bytes raw when compression does not shrink them)
-//! and then opens the result again and re-hashes it before it may go into a pack: a flipped RAM bit
-//! or a codec bug cannot put a blob into the vault that does not read back to its id. Opening
-//! caps the output size before allocating and checks the blake3 id of what it produced. The
-//! encryption issue adds its AEAD here and nowhere else.
+//! Sealing compresses with zstd (or keeps the bytes raw when compression does not shrink them),
+//! decompresses the result again and re-hashes it before it may go into a pack (a flipped RAM bit
+//! or a codec bug cannot put a blob into the vault that does not read back to its id), and then,
+//! in an encrypted vault, seals it with the AEAD bound to the blob's id ([`crate::crypto`]).
+//! Opening authenticates and decrypts, caps the output size before allocating, and checks the
+//! (keyed) blake3 id of what it produced.
 
 use std::cell::RefCell;
 
+use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 
@@ -91,8 +93,14 @@ fn decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
     })
 }
 
-/// Compresses `raw`, checks the result reads back to `id`, and returns the stored form.
-pub fn seal(id: BlobId, kind: BlobKind, raw: &[u8], level: i32) -> Result<SealedBlob> {
+/// Compresses `raw`, checks the result reads back to `id`, seals it, and returns the stored form.
+pub fn seal(
+    crypto: &Crypto,
+    id: BlobId,
+    kind: BlobKind,
+    raw: &[u8],
+    level: i32,
+) -> Result<SealedBlob> {
     let raw_len = u32::try_from(raw.len())
         .ok()
         .filter(|n| *n <= MAX_BLOB_RAW_BYTES)
@@ -103,30 +111,54 @@ pub fn seal(id: BlobId, kind: BlobKind, raw: &[u8], level: i32) -> Result<Sealed
     } else {
         (Compression::None, raw.to_vec())
     };
-    let blob = SealedBlob {
-        id,
-        kind,
-        compression,
-        raw_len,
-        bytes,
-    };
-    // Verify before write: what goes into the pack must open to the same id.
-    open(&blob.id, blob.compression, blob.raw_len, &blob.bytes).map_err(|e| {
+    // Verify before write: what goes into the pack must open to the same id. The AEAD is not
+    // re-opened: its tag already covers every byte from here on.
+    unpack(crypto, &id, compression, raw_len, &bytes).map_err(|e| {
         Error::Invalid(format!(
             "blob {id} failed its verify-before-write check ({e}); refusing to store it"
         ))
     })?;
-    Ok(blob)
+    Ok(SealedBlob {
+        id,
+        kind,
+        compression,
+        raw_len,
+        bytes: crypto.seal(Domain::Blob, &id.0, bytes),
+    })
 }
 
 /// Turns stored bytes back into plaintext and checks the plaintext hashes to `id`.
-pub fn open(id: &BlobId, compression: Compression, raw_len: u32, stored: &[u8]) -> Result<Vec<u8>> {
+pub fn open(
+    crypto: &Crypto,
+    id: &BlobId,
+    compression: Compression,
+    raw_len: u32,
+    stored: &[u8],
+) -> Result<Vec<u8>> {
     if raw_len > MAX_BLOB_RAW_BYTES {
         return Err(Error::corrupt(
             format!("blob {id}"),
             format!("raw length {raw_len} too large"),
         ));
     }
+    if crypto.is_encrypted() {
+        let opened = crypto
+            .open(Domain::Blob, &id.0, stored)
+            .map_err(|r| Error::corrupt(format!("blob {id}"), r))?;
+        unpack(crypto, id, compression, raw_len, &opened)
+    } else {
+        unpack(crypto, id, compression, raw_len, stored)
+    }
+}
+
+/// Decompresses (when compressed) and checks length and id.
+fn unpack(
+    crypto: &Crypto,
+    id: &BlobId,
+    compression: Compression,
+    raw_len: u32,
+    stored: &[u8],
+) -> Result<Vec<u8>> {
     let raw = match compression {
         Compression::None => stored.to_vec(),
         Compression::Zstd => {
@@ -151,7 +183,7 @@ pub fn open(id: &BlobId, compression: Compression, raw_len: u32, stored: &[u8]) 
             format!("length {} instead of {raw_len}", raw.len()),
         ));
     }
-    if BlobId::of(&raw) != *id {
+    if crypto.blob_id(&raw) != *id {
         return Err(Error::corrupt(
             format!("blob {id}"),
             "content does not match its id",
@@ -169,11 +201,14 @@ mod tests {
         #[test]
         fn seal_open_round_trip(data in proptest::collection::vec(any::<u8>(), 0..5000), rep in 0usize..4) {
             let raw: Vec<u8> = data.iter().cycle().take(data.len() * (rep + 1)).copied().collect();
-            let id = BlobId::of(&raw);
-            let sealed = seal(id, BlobKind::Data, &raw, 3).unwrap();
-            prop_assert!(sealed.bytes.len() <= raw.len());
-            let back = open(&id, sealed.compression, sealed.raw_len, &sealed.bytes).unwrap();
-            prop_assert_eq!(back, raw);
+            for c in [Crypto::plain(), Crypto::from_master(&[3; 32])] {
+                let id = c.blob_id(&raw);
+                let sealed = seal(&c, id, BlobKind::Data, &raw, 3).unwrap();
+                let overhead = if c.is_encrypted() { crate::crypto::SEAL_OVERHEAD } else { 0 };
+                prop_assert!(sealed.bytes.len() <= raw.len() + overhead);
+                let back = open(&c, &id, sealed.compression, sealed.raw_len, &sealed.bytes).unwrap();
+                prop_assert_eq!(back, raw.clone());
+            }
         }
     }
 
@@ -181,18 +216,23 @@ mod tests {
     fn incompressible_is_stored_raw_and_tamper_is_detected() {
         let mut raw = vec![0u8; 4096];
         blake3::Hasher::new().finalize_xof().fill(&mut raw);
-        let id = BlobId::of(&raw);
-        let sealed = seal(id, BlobKind::Data, &raw, 3).unwrap();
-        assert_eq!(sealed.compression, Compression::None);
-        let mut bad = sealed.bytes.clone();
-        bad[7] ^= 1;
-        assert!(matches!(
-            open(&id, sealed.compression, sealed.raw_len, &bad),
-            Err(Error::Corrupt { .. })
-        ));
-        let text = b"INSERT INTO t VALUES (1, 'abc');\n".repeat(100);
-        let s = seal(BlobId::of(&text), BlobKind::Data, &text, 3).unwrap();
-        assert_eq!(s.compression, Compression::Zstd);
-        assert!(open(&BlobId::of(&text), s.compression, s.raw_len + 1, &s.bytes).is_err());
+        for c in [Crypto::plain(), Crypto::from_master(&[3; 32])] {
+            let id = c.blob_id(&raw);
+            let sealed = seal(&c, id, BlobKind::Data, &raw, 3).unwrap();
+            assert_eq!(sealed.compression, Compression::None);
+            let mut bad = sealed.bytes.clone();
+            bad[7] ^= 1;
+            assert!(matches!(
+                open(&c, &id, sealed.compression, sealed.raw_len, &bad),
+                Err(Error::Corrupt { .. })
+            ));
+            let text = b"INSERT INTO t VALUES (1, 'abc');\n".repeat(100);
+            let tid = c.blob_id(&text);
+            let s = seal(&c, tid, BlobKind::Data, &text, 3).unwrap();
+            assert_eq!(s.compression, Compression::Zstd);
+            assert!(open(&c, &tid, s.compression, s.raw_len + 1, &s.bytes).is_err());
+            // Sealed under one id, it does not open as another.
+            assert!(open(&c, &id, s.compression, s.raw_len, &s.bytes).is_err());
+        }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::io::{self, Read};
 
-use fastcdc::v2020::FastCDC;
+use fastcdc::v2020::{FastCDC, Normalization};
 
 use crate::config::ChunkerParams;
 
@@ -18,15 +18,19 @@ const READ_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 /// A FastCDC chunker with its own read buffer.
 pub struct Chunker {
     params: ChunkerParams,
+    /// Gear-table seed (0: FastCDC's published table); keyed in an encrypted vault so that chunk
+    /// boundaries do not reveal content.
+    seed: u64,
     buf: Vec<u8>,
 }
 
 impl Chunker {
     /// A chunker for `params`, which must have passed [`ChunkerParams::validate`].
-    pub fn new(params: ChunkerParams) -> Self {
+    pub fn new(params: ChunkerParams, seed: u64) -> Self {
         let size = READ_BUFFER_BYTES.max(2 * params.max_size as usize);
         Chunker {
             params,
+            seed,
             buf: vec![0u8; size],
         }
     }
@@ -66,7 +70,9 @@ impl Chunker {
             }
             let data = &self.buf[..filled];
             let mut consumed = 0usize;
-            for c in FastCDC::new(data, min, avg, max) {
+            let cuts =
+                FastCDC::with_level_and_seed(data, min, avg, max, Normalization::Level1, self.seed);
+            for c in cuts {
                 let end = c.offset + c.length;
                 if end == filled && !eof {
                     break; // cut only because the buffer ended: carry it over
@@ -116,7 +122,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
             let p = small();
             let expected: Vec<usize> = FastCDC::new(&data, p.min_size, p.avg_size, p.max_size).map(|c| c.length).collect();
-            let mut c = Chunker { params: p.clone(), buf: vec![0; 2048] };
+            let mut c = Chunker { params: p.clone(), seed: 0, buf: vec![0; 2048] };
             let mut got = Vec::new();
             let mut joined = Vec::new();
             let n = c.run::<_, io::Error>(Trickle(&data, step), |ch| { got.push(ch.len()); joined.extend_from_slice(ch); Ok(()) }).unwrap();

@@ -13,6 +13,7 @@ use crate::config::ChunkerParams;
 use crate::error::{Error, Result};
 use crate::gates::{self, GateResult};
 use crate::id::SnapshotId;
+use crate::keys::{self, KdfParams, KeyError, Secret, SecretSource};
 use crate::lkg;
 use crate::lock::LockMode;
 use crate::progress::Progress;
@@ -21,6 +22,10 @@ use crate::snapshot::{self, SnapshotOptions};
 use crate::util::human_bytes;
 use crate::vault::Vault;
 use crate::verify::{self, VerifyOptions};
+
+/// Printed wherever an unencrypted vault is shown.
+const UNENCRYPTED_WARNING: &str = "WARNING: this vault is NOT encrypted (--encryption none): \
+     anyone who can read its files can read every snapshot";
 
 /// Blob ids printed per damaged pack in the human report.
 const BLOBS_SHOWN: usize = 10;
@@ -38,6 +43,8 @@ pub mod exit {
     pub const REJECTED: i32 = 5;
     pub const NO_VAULT: i32 = 10;
     pub const LOCKED: i32 = 11;
+    /// Wrong password or key file, or no password given, for an encrypted vault.
+    pub const KEY: i32 = 12;
 }
 
 /// AtlasVault: deduplicating, verified snapshots of your stack.
@@ -53,14 +60,26 @@ pub struct Cli {
     /// Wait this long for a locked vault (e.g. `30s`, `5m`) instead of failing at once.
     #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub wait: Option<Duration>,
+    /// Read the vault password from this file (else VAULT_PASSWORD_FILE, VAULT_PASSWORD_COMMAND,
+    /// VAULT_KEY_FILE, or a prompt on a terminal).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Open the vault with this raw key file instead of a password.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a new vault.
+    /// Create a new vault (encrypted unless --encryption none).
     Init(InitArgs),
+    /// Show the vault: where, format, encryption, keys, snapshots and the last-known-good.
+    Status,
+    /// Manage the key files that unlock an encrypted vault.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Snapshot one or more paths.
     Snapshot(SnapshotArgs),
     /// List snapshots.
@@ -105,8 +124,81 @@ pub struct AuditArgs {
     pub action: Option<String>,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Add a key file for a new password (or raw key file), wrapping the same master key.
+    Add(NewKeyArgs),
+    /// List the key files.
+    List,
+    /// Remove a key file by id or unique id prefix (not the one in use, not the last one).
+    Remove {
+        /// Key id or unique prefix, as `vault key list` shows it.
+        id: String,
+    },
+    /// Change the password: add a key file for the new one, then remove the one in use.
+    Passwd(NewKeyArgs),
+}
+
+/// Where a new secret comes from, and its argon2id cost.
+#[derive(Debug, Args)]
+pub struct NewKeyArgs {
+    /// Read the new password from this file (else asked twice on a terminal).
+    #[arg(long, value_name = "FILE", conflicts_with = "new_key_file")]
+    pub new_password_file: Option<PathBuf>,
+    /// Use this raw key file (32 bytes or more of random data) instead of a password.
+    #[arg(long, value_name = "FILE")]
+    pub new_key_file: Option<PathBuf>,
+    /// argon2id memory per password guess, KiB (default 65536: 64 MiB).
+    #[arg(long, value_name = "KIB")]
+    pub argon2_memory_kib: Option<u32>,
+    /// argon2id passes over that memory (default 3).
+    #[arg(long, value_name = "N")]
+    pub argon2_iterations: Option<u32>,
+}
+
+impl NewKeyArgs {
+    fn kdf(&self) -> Result<KdfParams> {
+        let d = KdfParams::default();
+        let kdf = KdfParams {
+            memory_kib: self.argon2_memory_kib.unwrap_or(d.memory_kib),
+            iterations: self.argon2_iterations.unwrap_or(d.iterations),
+            ..d
+        };
+        kdf.validate()?;
+        Ok(kdf)
+    }
+
+    /// The new secret: the flags, else (for `init`) the usual sources, else a double prompt.
+    fn secret(&self, usual: Option<&SecretSource>) -> Result<Secret> {
+        if self.new_password_file.is_some() || self.new_key_file.is_some() {
+            return Ok(keys::new_secret(
+                self.new_password_file.as_deref(),
+                self.new_key_file.as_deref(),
+            )?);
+        }
+        match usual {
+            Some(s) if s.is_configured() => Ok(s.secret("password for the new vault")?),
+            _ => Ok(keys::new_secret(None, None)?),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncryptionArg {
+    /// XChaCha20-Poly1305 with argon2id-wrapped keys (the default).
+    #[value(name = "xchacha20-poly1305")]
+    Xchacha20Poly1305,
+    /// No encryption: only for a vault that never leaves a disk you trust.
+    None,
+}
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
+    /// How the vault's objects are sealed.
+    #[arg(long, value_enum, default_value = "xchacha20-poly1305")]
+    pub encryption: EncryptionArg,
+    #[command(flatten)]
+    pub key: NewKeyArgs,
     /// FastCDC minimum chunk size in bytes.
     #[arg(long, hide = true)]
     pub chunk_min: Option<u32>,
@@ -185,6 +277,7 @@ pub fn exit_code(e: &Error) -> i32 {
     match e {
         Error::NoVault { .. } => exit::NO_VAULT,
         Error::Locked { .. } => exit::LOCKED,
+        Error::Key(KeyError::WrongSecret | KeyError::NoSecret(_)) => exit::KEY,
         Error::Corrupt { .. } | Error::Missing { .. } => exit::DAMAGED,
         _ => exit::ERROR,
     }
@@ -202,6 +295,7 @@ fn default_vault() -> PathBuf {
 pub fn run(cli: Cli) -> Result<i32> {
     let root = cli.vault.clone().unwrap_or_else(default_vault);
     let json = cli.json;
+    let secrets = SecretSource::from_env_and(cli.password_file.clone(), cli.key_file.clone());
     let mut out = std::io::stdout().lock();
     let print = |out: &mut std::io::StdoutLock, v: serde_json::Value| -> Result<()> {
         writeln!(
@@ -224,19 +318,203 @@ pub fn run(cli: Cli) -> Result<i32> {
                 ..d
             };
             params.validate().map_err(Error::Invalid)?;
-            let cfg = Vault::init(&root, params)?;
+            let (cfg, key_id) = match a.encryption {
+                EncryptionArg::None => Vault::init(&root, params, None)?,
+                EncryptionArg::Xchacha20Poly1305 => {
+                    let kdf = a.key.kdf()?;
+                    if root.join("config.json").exists() {
+                        // Before asking for a password that would not be used.
+                        return Err(Error::Invalid(format!(
+                            "{} is already a vault",
+                            root.display()
+                        )));
+                    }
+                    let secret = a.key.secret(Some(&secrets))?;
+                    Vault::init(&root, params, Some((&secret, &kdf)))?
+                }
+            };
             if json {
                 print(
                     &mut out,
-                    json!({"vault": root, "id": cfg.id, "config": cfg}),
+                    json!({"vault": root, "id": cfg.id, "key": key_id, "config": cfg}),
                 )?;
             } else {
                 say!("created vault {} at {}", &cfg.id[..8], root.display());
+                match &key_id {
+                    Some(k) => say!(
+                        "encrypted ({}); key {} in keys/. Losing every password and key file \
+                         loses the data: keep one safe.",
+                        cfg.encryption,
+                        &k[..8]
+                    ),
+                    None => say!("{UNENCRYPTED_WARNING}"),
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Status => {
+            let vault = Vault::open(&root, LockMode::Shared, cli.wait, &secrets)?;
+            let (snaps, bad) = vault.snapshots()?;
+            let lkg = lkg::read(&vault)?;
+            let rejected = snaps
+                .iter()
+                .filter(|(_, m)| m.gates.as_ref().is_some_and(|g| !gates::all_passed(g)))
+                .count();
+            let safety = snaps.iter().filter(|(_, m)| m.safety).count();
+            let keys = vault.key_files()?.len();
+            let packs = vault.pack_files()?;
+            let pack_bytes: u64 = packs.values().sum();
+            let lkg_age = lkg.as_ref().and_then(|r| {
+                humantime::parse_rfc3339_weak(&r.promoted_at)
+                    .ok()
+                    .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            });
+            let encrypted = vault.config.is_encrypted();
+            if json {
+                print(
+                    &mut out,
+                    json!({
+                        "vault": vault.root(), "id": vault.config.id, "format": vault.config.version,
+                        "encryption": vault.config.encryption, "encrypted": encrypted,
+                        "key": vault.key_id(), "keys": keys,
+                        "snapshots": snaps.len(), "rejected": rejected, "safety": safety,
+                        "unreadable": bad.len(), "packs": packs.len(), "pack_bytes": pack_bytes,
+                        "lkg": lkg.as_ref().map(|r| r.snapshot),
+                        "lkg_promoted_at": lkg.as_ref().map(|r| r.promoted_at.clone()),
+                        "lkg_age_seconds": lkg_age.map(|d| d.as_secs()),
+                    }),
+                )?;
+            } else {
+                say!("vault       {}", vault.root().display());
+                say!("id          {}", &vault.config.id[..16]);
+                say!("format      {}", vault.config.version);
+                if encrypted {
+                    say!(
+                        "encryption  {} (opened with key {}, {keys} key file(s))",
+                        vault.config.encryption,
+                        vault.key_id().map_or("-", |k| &k[..8])
+                    );
+                } else {
+                    say!("encryption  NONE");
+                    say!("{UNENCRYPTED_WARNING}");
+                }
+                say!(
+                    "snapshots   {} ({rejected} rejected by a gate, {safety} safety){}",
+                    snaps.len(),
+                    if bad.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} UNREADABLE", bad.len())
+                    }
+                );
+                say!("packs       {} ({})", packs.len(), human_bytes(pack_bytes));
+                match (&lkg, lkg_age) {
+                    (Some(r), Some(age)) => say!(
+                        "last-known-good  {} promoted {} ({} ago)",
+                        r.snapshot.short(),
+                        r.promoted_at,
+                        humantime::format_duration(Duration::from_secs(age.as_secs()))
+                    ),
+                    (Some(r), None) => say!(
+                        "last-known-good  {} promoted {}",
+                        r.snapshot.short(),
+                        r.promoted_at
+                    ),
+                    (None, _) => say!("last-known-good  none yet"),
+                }
+            }
+            Ok(if bad.is_empty() {
+                exit::OK
+            } else {
+                exit::DAMAGED
+            })
+        }
+        Command::Key(k) => {
+            let mode = match k {
+                KeyCommand::List => LockMode::Shared,
+                _ => LockMode::Exclusive,
+            };
+            let vault = Vault::open(&root, mode, cli.wait, &secrets)?;
+            if !vault.config.is_encrypted() {
+                return Err(Error::Invalid(
+                    "this vault is not encrypted (--encryption none): it has no keys".into(),
+                ));
+            }
+            let record = |action: &str, id: &str| {
+                vault.audit(&AuditRecord::new(action, None, "ok").with_detail(json!({"key": id})))
+            };
+            match k {
+                KeyCommand::List => {
+                    let files = vault.key_files()?;
+                    let list: Vec<_> = files
+                        .iter()
+                        .map(|(_, f)| {
+                            json!({"id": f.id().to_hex(), "kind": f.kind().as_str(),
+                                   "created": f.created(), "host": f.host(), "user": f.user(),
+                                   "current": vault.key_id() == Some(f.id().to_hex().as_str())})
+                        })
+                        .collect();
+                    if json {
+                        print(&mut out, json!(list))?;
+                    } else {
+                        say!(
+                            "  {:<32}  {:<8}  {:<20}  user@host",
+                            "id",
+                            "kind",
+                            "created"
+                        );
+                        for (_, f) in &files {
+                            let current = vault.key_id() == Some(f.id().to_hex().as_str());
+                            say!(
+                                "{} {:<32}  {:<8}  {:<20}  {}@{}",
+                                if current { "*" } else { " " },
+                                f.id().to_hex(),
+                                f.kind().as_str(),
+                                f.created(),
+                                f.user(),
+                                f.host()
+                            );
+                        }
+                    }
+                }
+                KeyCommand::Add(a) => {
+                    let kdf = a.kdf()?;
+                    let secret = a.secret(None)?;
+                    let id = vault.add_key(&secret, &kdf)?;
+                    record("key-add", &id)?;
+                    if json {
+                        print(&mut out, json!({"added": id}))?;
+                    } else {
+                        say!("added key {id}");
+                    }
+                }
+                KeyCommand::Remove { id } => {
+                    let removed = vault.remove_key(&id)?;
+                    record("key-remove", &removed)?;
+                    if json {
+                        print(&mut out, json!({"removed": removed}))?;
+                    } else {
+                        say!("removed key {removed}");
+                    }
+                }
+                KeyCommand::Passwd(a) => {
+                    let kdf = a.kdf()?;
+                    let secret = a.secret(None)?;
+                    // The new key is durable before the old one goes: never zero keys.
+                    let added = vault.add_key(&secret, &kdf)?;
+                    let removed = vault.remove_current_key()?;
+                    record("key-passwd", &added)?;
+                    if json {
+                        print(&mut out, json!({"added": added, "removed": removed}))?;
+                    } else {
+                        say!("password changed: key {added} replaces key {removed}");
+                    }
+                }
             }
             Ok(exit::OK)
         }
         Command::Snapshot(a) => {
-            let mut vault = Vault::open(&root, LockMode::Exclusive, cli.wait)?;
+            let mut vault = Vault::open(&root, LockMode::Exclusive, cli.wait, &secrets)?;
             let opts = SnapshotOptions {
                 paths: a.paths,
                 excludes: a.exclude,
@@ -320,12 +598,15 @@ pub fn run(cli: Cli) -> Result<i32> {
             })
         }
         Command::Snapshots => {
-            let vault = Vault::open(&root, LockMode::Shared, cli.wait)?;
+            let vault = Vault::open(&root, LockMode::Shared, cli.wait, &secrets)?;
             let (snaps, bad) = vault.snapshots()?;
             for e in &bad {
                 eprintln!("warning: {}", e.full());
             }
-            let lkg_id = lkg::read(vault.root())?.map(|r| r.snapshot);
+            if !vault.config.is_encrypted() {
+                eprintln!("{UNENCRYPTED_WARNING}");
+            }
+            let lkg_id = lkg::read(&vault)?.map(|r| r.snapshot);
             let status = |m: &crate::manifest::Manifest| -> String {
                 match &m.gates {
                     None => "-".into(),
@@ -390,7 +671,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             })
         }
         Command::Ls { snapshot, path } => {
-            let vault = Vault::open(&root, LockMode::Shared, cli.wait)?;
+            let vault = Vault::open(&root, LockMode::Shared, cli.wait, &secrets)?;
             let (_, m) = vault.resolve(&snapshot)?;
             let reader = vault.blob_reader()?;
             let list = crate::ls::list(&reader, &m, path.as_deref())?;
@@ -424,10 +705,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             } else {
                 LockMode::Shared
             };
-            let mut vault = Vault::open(&root, mode, cli.wait)?;
+            let mut vault = Vault::open(&root, mode, cli.wait, &secrets)?;
             let reference = match (&a.snapshot, a.lkg) {
                 (Some(s), _) => s.clone(),
-                (None, _) => lkg::read(vault.root())?
+                (None, _) => lkg::read(&vault)?
                     .map(|r| r.snapshot.to_hex())
                     .ok_or_else(|| {
                         Error::Invalid(
@@ -517,7 +798,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             })
         }
         Command::Verify(a) => {
-            let vault = Vault::open(&root, LockMode::Shared, cli.wait)?;
+            let vault = Vault::open(&root, LockMode::Shared, cli.wait, &secrets)?;
             let opts = VerifyOptions {
                 read_data: a.read_data || a.read_data_subset.is_some(),
                 subset_percent: a.read_data_subset,
@@ -592,7 +873,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             })
         }
         Command::Reindex => {
-            let mut vault = Vault::open_with_new_index(&root, cli.wait)?;
+            let mut vault = Vault::open_with_new_index(&root, cli.wait, &secrets)?;
             let (packs, blobs, problems) = vault.reindex()?;
             vault.audit(
                 &AuditRecord::new(
@@ -660,7 +941,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Gate { snapshot, deep } => {
-            let vault = Vault::open(&root, LockMode::Shared, cli.wait)?;
+            let vault = Vault::open(&root, LockMode::Shared, cli.wait, &secrets)?;
             let id = gate_target(&vault, &snapshot)?;
             let results = lkg::evaluate(&vault, &id, deep)?;
             let passed = gates::all_passed(&results);
@@ -692,7 +973,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(if passed { exit::OK } else { exit::REJECTED })
         }
         Command::Promote { snapshot } => {
-            let vault = Vault::open(&root, LockMode::Exclusive, cli.wait)?;
+            let vault = Vault::open(&root, LockMode::Exclusive, cli.wait, &secrets)?;
             let id = gate_target(&vault, &snapshot)?;
             let p = lkg::promote(&vault, &id)?;
             if json {
@@ -739,7 +1020,7 @@ fn print_gates(out: &mut impl Write, results: &[GateResult]) -> Result<()> {
     for g in results {
         writeln!(
             out,
-            "gate {:<10} {}",
+            "gate {:<13} {}",
             g.gate,
             if g.passed { "passed" } else { "FAILED" }
         )

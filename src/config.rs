@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Repository format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// Repository format version written by this build: 2 added encryption (sealed blobs, trailers,
+/// manifests and refs, keyed ids, key files). Version 1 vaults (never encrypted) still open.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest format version this build reads.
+pub const FORMAT_VERSION_MIN: u32 = 1;
 
 const KIB: u32 = 1024;
 const MIB: u64 = 1024 * 1024;
@@ -52,7 +55,7 @@ pub struct VaultConfig {
     pub chunker: ChunkerConfig,
     pub compression: CompressionConfig,
     pub pack_target_size: u64,
-    /// `none` until the encryption issue lands; the one switch readers must honour.
+    /// `xchacha20-poly1305` (the default) or `none`: the one switch readers must honour.
     pub encryption: String,
     /// Gate settings; absent in vaults made before the sanity gate, which get the defaults.
     #[serde(default)]
@@ -204,8 +207,8 @@ impl ChunkerParams {
 }
 
 impl VaultConfig {
-    /// A fresh config with a random id and the given chunker.
-    pub fn new(chunker: ChunkerParams) -> Result<Self> {
+    /// A fresh config with a random id, the given chunker, encrypted or not.
+    pub fn new(chunker: ChunkerParams, encrypted: bool) -> Result<Self> {
         let mut id = [0u8; 32];
         getrandom::fill(&mut id)
             .map_err(|e| Error::Invalid(format!("no randomness available: {e}")))?;
@@ -219,7 +222,11 @@ impl VaultConfig {
                 level: DEFAULT_ZSTD_LEVEL,
             },
             pack_target_size: DEFAULT_PACK_TARGET_BYTES,
-            encryption: "none".into(),
+            encryption: if encrypted {
+                crate::crypto::XCHACHA20_POLY1305.into()
+            } else {
+                "none".into()
+            },
             gates: GateSettings::default(),
         };
         cfg.validate().map_err(Error::Invalid)?;
@@ -234,9 +241,10 @@ impl VaultConfig {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        if self.version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&self.version) {
             return Err(format!(
-                "format version {} is not supported by this build (supports {FORMAT_VERSION})",
+                "format version {} is not supported by this build (supports {FORMAT_VERSION_MIN} to \
+                 {FORMAT_VERSION})",
                 self.version
             ));
         }
@@ -253,7 +261,9 @@ impl VaultConfig {
                 self.pack_target_size
             ));
         }
-        if self.encryption != "none" {
+        let known = self.encryption == "none"
+            || (self.version >= 2 && self.encryption == crate::crypto::XCHACHA20_POLY1305);
+        if !known {
             return Err(format!(
                 "encryption {:?} is not supported by this build",
                 self.encryption
@@ -283,6 +293,11 @@ impl VaultConfig {
         })
     }
 
+    /// True when the vault seals its objects.
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption != "none"
+    }
+
     /// Canonical bytes for `config.json`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("invariant: config serializes");
@@ -297,7 +312,8 @@ mod tests {
 
     #[test]
     fn config_round_trips_and_rejects_bad_values() {
-        let cfg = VaultConfig::new(ChunkerParams::default()).unwrap();
+        let cfg = VaultConfig::new(ChunkerParams::default(), true).unwrap();
+        assert!(cfg.is_encrypted());
         assert_eq!(VaultConfig::parse(&cfg.to_bytes()).unwrap(), cfg);
         let mut bad = cfg.clone();
         bad.chunker.max_size = 1 << 30;

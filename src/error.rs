@@ -68,6 +68,10 @@ pub enum Error {
     /// The user asked for something that cannot be done as asked.
     #[error("{0}")]
     Invalid(String),
+
+    /// A key or secret problem: a wrong password, no password given, an unreadable key file.
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
 }
 
 impl Error {

@@ -2,13 +2,15 @@
 //!
 //! The modules follow the data flow of `DESIGN.md`:
 //! [`snapshot`] walks sources and drives [`chunk`] (FastCDC), [`blob`] (blake3 ids, zstd, verify
-//! before write) and [`pack`] (self-describing pack files); [`tree`] and [`manifest`] describe what
-//! a snapshot holds; [`index`] is the rebuildable SQLite cache of where blobs are; [`restore`],
-//! [`verify`] and [`ls`] read it all back; [`vault`] owns the on-disk layout and the [`lock`];
-//! [`audit`] records every decision.
+//! before write, sealing) and [`pack`] (self-describing pack files); [`tree`] and [`manifest`]
+//! describe what a snapshot holds; [`index`] is the rebuildable SQLite cache of where blobs are;
+//! [`restore`], [`verify`] and [`ls`] read it all back; [`vault`] owns the on-disk layout and the
+//! [`lock`]; [`crypto`] and [`keys`] encrypt it; [`gates`] and [`lkg`] decide what may be
+//! restored; [`audit`] records every decision.
 //!
 //! ```
 //! use atlasvault::{config::ChunkerParams, lock::LockMode, progress::Progress, Vault};
+//! use atlasvault::keys::{KdfParams, Secret, SecretSource};
 //! use atlasvault::snapshot::{snapshot, SnapshotOptions};
 //! use atlasvault::restore::{restore, RestoreOptions};
 //!
@@ -17,9 +19,14 @@
 //! std::fs::create_dir(&data)?;
 //! std::fs::write(data.join("hello.txt"), b"hello, vault")?;
 //!
+//! // An encrypted vault; the password comes from a file here (or VAULT_PASSWORD_FILE, ...).
+//! let password = tmp.path().join("password");
+//! std::fs::write(&password, "correct horse battery staple")?;
+//! let secret = Secret::Password(b"correct horse battery staple".to_vec());
 //! let root = tmp.path().join("vault");
-//! Vault::init(&root, ChunkerParams::default())?;
-//! let mut vault = Vault::open(&root, LockMode::Exclusive, None)?;
+//! Vault::init(&root, ChunkerParams::default(), Some((&secret, &KdfParams::default())))?;
+//! let secrets = SecretSource::from_env_and(Some(password), None);
+//! let mut vault = Vault::open(&root, LockMode::Exclusive, None, &secrets)?;
 //! let opts = SnapshotOptions { paths: vec![data], ..Default::default() };
 //! let done = snapshot(&mut vault, &opts, &Progress::hidden())?;
 //!
@@ -35,11 +42,13 @@ pub mod audit;
 pub mod blob;
 pub mod chunk;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod fsutil;
 pub mod gates;
 pub mod id;
 pub mod index;
+pub mod keys;
 pub mod lkg;
 pub mod lock;
 pub mod ls;

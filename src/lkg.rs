@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditRecord;
+use crate::crypto::Domain;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::gates::{self, GateInput, GateResult};
 use crate::id::SnapshotId;
-use crate::manifest::MANIFEST_MAX_BYTES;
 use crate::vault::Vault;
 
 /// Largest ref file accepted.
@@ -34,9 +34,12 @@ pub fn ref_path(vault_root: &Path) -> PathBuf {
     vault_root.join("refs").join("last-known-good.json")
 }
 
+/// What the ref's seal is bound to.
+const REF_CONTEXT: &[u8] = b"refs/last-known-good.json";
+
 /// Reads the ref; `None` when nothing has been promoted yet.
-pub fn read(vault_root: &Path) -> Result<Option<LkgRef>> {
-    let path = ref_path(vault_root);
+pub fn read(vault: &Vault) -> Result<Option<LkgRef>> {
+    let path = ref_path(vault.root());
     let len = match std::fs::metadata(&path) {
         Ok(m) => m.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -48,7 +51,11 @@ pub fn read(vault_root: &Path) -> Result<Option<LkgRef>> {
             "too large",
         ));
     }
-    let bytes = std::fs::read(&path).at(&path)?;
+    let stored = std::fs::read(&path).at(&path)?;
+    let bytes = vault
+        .crypto()
+        .open_json(Domain::Ref, REF_CONTEXT, &stored)
+        .map_err(|r| Error::corrupt(format!("ref {}", path.display()), r))?;
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| Error::corrupt(format!("ref {}", path.display()), e.to_string()))
@@ -56,21 +63,20 @@ pub fn read(vault_root: &Path) -> Result<Option<LkgRef>> {
 
 /// Runs every gate on a snapshot as it is stored now.
 pub fn evaluate(vault: &Vault, id: &SnapshotId, deep: bool) -> Result<Vec<GateResult>> {
-    let path = vault.snapshots_dir().join(format!("{id}.json"));
-    let bytes = match std::fs::metadata(&path) {
-        Ok(m) if m.len() > MANIFEST_MAX_BYTES => None,
-        Ok(_) => Some(std::fs::read(&path).at(&path)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::io(path, e)),
+    let bytes = match vault.manifest_bytes(id) {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err("missing".to_string()),
+        Err(e @ (Error::Corrupt { .. } | Error::Missing { .. })) => Err(e.full()),
+        Err(e) => return Err(e),
     };
-    evaluate_bytes(vault, id, bytes.as_deref(), deep)
+    evaluate_bytes(vault, id, bytes.as_deref().map_err(Clone::clone), deep)
 }
 
 /// Runs every gate on manifest bytes (before or after they are written).
 pub fn evaluate_bytes(
     vault: &Vault,
     id: &SnapshotId,
-    bytes: Option<&[u8]>,
+    bytes: std::result::Result<&[u8], String>,
     deep: bool,
 ) -> Result<Vec<GateResult>> {
     let reader = vault.blob_reader()?;
@@ -83,7 +89,7 @@ pub fn evaluate_bytes(
         packs_on_disk: &packs_on_disk,
         packs_indexed: &packs_indexed,
         deep,
-        vault_root: vault.root(),
+        vault,
         settings: &vault.config.gates,
     }))
 }
@@ -106,7 +112,7 @@ pub fn promote(vault: &Vault, id: &SnapshotId) -> Result<Promotion> {
              safety snapshots are never promoted"
         )));
     }
-    let previous = read(vault.root())?.map(|r| r.snapshot);
+    let previous = read(vault)?.map(|r| r.snapshot);
     let results = evaluate(vault, id, false)?;
     let promoted = gates::all_passed(&results);
     if promoted {
@@ -117,8 +123,9 @@ pub fn promote(vault: &Vault, id: &SnapshotId) -> Result<Promotion> {
         };
         let mut bytes = serde_json::to_vec_pretty(&r).expect("invariant: ref serializes");
         bytes.push(b'\n');
+        let stored = vault.crypto().seal_json(Domain::Ref, REF_CONTEXT, bytes);
         fsutil::create_dir_durable(&vault.root().join("refs"))?;
-        fsutil::atomic_write(&ref_path(vault.root()), &bytes)?;
+        fsutil::atomic_write(&ref_path(vault.root()), &stored)?;
     }
     let failed: Vec<&str> = results
         .iter()

@@ -7,12 +7,9 @@
 //! checks itself and its name. A manifest is written last, after every pack it needs is durable:
 //! a snapshot that was killed half-way is never listed.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, IoContext, Result};
 use crate::id::{BlobId, SnapshotId};
 
 /// Manifest schema version written by this build.
@@ -136,23 +133,14 @@ impl Manifest {
         Ok((actual, m))
     }
 
-    /// Reads `snapshots/<id>.json` and checks that its content matches its name.
-    pub fn load(path: &Path, expected: &SnapshotId) -> Result<Manifest> {
-        let object = || format!("manifest {}", path.display());
-        let len = std::fs::metadata(path).at(path)?.len();
-        if len > MANIFEST_MAX_BYTES {
-            return Err(Error::corrupt(
-                object(),
-                format!("{len} bytes is too large"),
-            ));
-        }
-        let bytes = std::fs::read(path).at(path)?;
-        let (id, m) = Manifest::parse(&bytes).map_err(|r| Error::corrupt(object(), r))?;
+    /// Parses a manifest's JSON and checks that it is snapshot `expected`.
+    pub fn from_bytes(
+        bytes: &[u8],
+        expected: &SnapshotId,
+    ) -> std::result::Result<Manifest, String> {
+        let (id, m) = Manifest::parse(bytes)?;
         if id != *expected {
-            return Err(Error::corrupt(
-                object(),
-                format!("content is snapshot {id}, not {expected}"),
-            ));
+            return Err(format!("content is snapshot {id}, not {expected}"));
         }
         Ok(m)
     }

@@ -3,12 +3,15 @@
 //! ```text
 //! pack    := header blob* trailer footer
 //! header  := "AVPK" version:u8 0 0 0                       (8 bytes)
-//! trailer := entry*                                        (ENTRY_BYTES each)
+//! trailer := entry*                  (version 1: plain, ENTRY_BYTES each)
+//!          | seal(entry*)            (version 2: nonce, ciphertext, tag; see crate::crypto)
 //! entry   := id[32] kind:u8 compression:u8 0 0 offset:u64 stored_len:u32 raw_len:u32
-//! footer  := trailer_len:u32 blake3(trailer)[32] "AVPKEND1" (FOOTER_BYTES)
+//! footer  := trailer_len:u32 blake3(trailer as stored)[32] "AVPKEND1" (FOOTER_BYTES)
 //! ```
 //! All integers are little-endian. A pack's id is the blake3 of all its bytes, and it is stored as
-//! `packs/<first 2 hex>/<id>.pack`. The trailer alone is enough to rebuild the index, so losing
+//! `packs/<first 2 hex>/<id>.pack`. In an encrypted vault the blobs are sealed one by one and the
+//! trailer as a whole; the footer's checksum covers the sealed trailer, so damage is found without
+//! the key. The trailer alone is enough to rebuild the index (with the key), so losing
 //! `index.sqlite` loses nothing. This module owns the byte format; where packs live and how they
 //! are found is `index` and `vault`'s business.
 
@@ -18,13 +21,17 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::blob::{BlobKind, Compression, SealedBlob, MAX_BLOB_RAW_BYTES};
+use crate::crypto::{Crypto, Domain, SEAL_OVERHEAD};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::id::{BlobId, PackId};
 
 const MAGIC: &[u8; 4] = b"AVPK";
 const END_MAGIC: &[u8; 8] = b"AVPKEND1";
-const PACK_VERSION: u8 = 1;
+/// Header version of a pack with a plain trailer.
+const PACK_VERSION_PLAIN: u8 = 1;
+/// Header version of a pack with a sealed trailer (encrypted vaults).
+const PACK_VERSION_SEALED: u8 = 2;
 /// Size of the pack header.
 pub const HEADER_BYTES: u64 = 8;
 /// Size of one trailer entry.
@@ -90,7 +97,11 @@ pub fn parse_pack_name(name: &str) -> Option<PackId> {
 }
 
 /// Reads the footer: returns the trailer's length and checksum after bounds checks.
-fn parse_footer(footer: &[u8], pack_len: u64) -> std::result::Result<(u32, [u8; 32]), String> {
+fn parse_footer(
+    footer: &[u8],
+    pack_len: u64,
+    sealed: bool,
+) -> std::result::Result<(u32, [u8; 32]), String> {
     if pack_len < HEADER_BYTES + FOOTER_BYTES || footer.len() != FOOTER_BYTES as usize {
         return Err(format!("{pack_len} bytes is too short for a pack"));
     }
@@ -98,8 +109,10 @@ fn parse_footer(footer: &[u8], pack_len: u64) -> std::result::Result<(u32, [u8; 
         return Err("footer magic missing (truncated pack?)".into());
     }
     let trailer_len = u32::from_le_bytes(footer[..4].try_into().expect("4 bytes"));
+    let overhead = if sealed { SEAL_OVERHEAD } else { 0 };
     if trailer_len > MAX_TRAILER_BYTES
-        || trailer_len as usize % ENTRY_BYTES != 0
+        || (trailer_len as usize) < overhead
+        || (trailer_len as usize - overhead) % ENTRY_BYTES != 0
         || u64::from(trailer_len) > pack_len - HEADER_BYTES - FOOTER_BYTES
     {
         return Err(format!("trailer length {trailer_len} is impossible"));
@@ -108,16 +121,27 @@ fn parse_footer(footer: &[u8], pack_len: u64) -> std::result::Result<(u32, [u8; 
     Ok((trailer_len, sum))
 }
 
-/// Checks the trailer's checksum and decodes its entries, bounding each to the blob area.
+/// Checks the trailer's checksum, opens it, and decodes its entries, bounding each to the blob
+/// area.
 fn parse_trailer(
-    trailer: &[u8],
+    crypto: &Crypto,
+    stored: &[u8],
     sum: &[u8; 32],
     pack_len: u64,
 ) -> std::result::Result<Vec<PackEntry>, String> {
-    if blake3::hash(trailer).as_bytes() != sum {
+    if blake3::hash(stored).as_bytes() != sum {
         return Err("trailer checksum mismatch".into());
     }
-    let blobs_end = pack_len - FOOTER_BYTES - trailer.len() as u64;
+    let blobs_end = pack_len - FOOTER_BYTES - stored.len() as u64;
+    let trailer = crypto
+        .open(Domain::Trailer, b"", stored)
+        .map_err(|r| format!("trailer: {r}"))?;
+    if trailer.len() % ENTRY_BYTES != 0 {
+        return Err(format!(
+            "trailer of {} bytes is not whole entries",
+            trailer.len()
+        ));
+    }
     let mut entries = Vec::with_capacity(trailer.len() / ENTRY_BYTES);
     for raw in trailer.chunks_exact(ENTRY_BYTES) {
         let e = PackEntry::decode(raw)?;
@@ -134,30 +158,42 @@ fn parse_trailer(
 }
 
 /// Parses a whole pack held in memory and checks its header (not its id; see [`PackId`]).
-pub fn parse_pack(bytes: &[u8]) -> std::result::Result<Vec<PackEntry>, String> {
+pub fn parse_pack(crypto: &Crypto, bytes: &[u8]) -> std::result::Result<Vec<PackEntry>, String> {
     let len = bytes.len() as u64;
     if len < HEADER_BYTES + FOOTER_BYTES {
         return Err(format!("{len} bytes is too short for a pack"));
     }
-    check_header(&bytes[..HEADER_BYTES as usize])?;
+    let sealed = check_header(crypto, &bytes[..HEADER_BYTES as usize])?;
     let footer = &bytes[(len - FOOTER_BYTES) as usize..];
-    let (tlen, sum) = parse_footer(footer, len)?;
+    let (tlen, sum) = parse_footer(footer, len, sealed)?;
     let tstart = (len - FOOTER_BYTES - u64::from(tlen)) as usize;
-    parse_trailer(&bytes[tstart..(len - FOOTER_BYTES) as usize], &sum, len)
+    parse_trailer(
+        crypto,
+        &bytes[tstart..(len - FOOTER_BYTES) as usize],
+        &sum,
+        len,
+    )
 }
 
-fn check_header(h: &[u8]) -> std::result::Result<(), String> {
+/// Checks magic and version against the vault's encryption; returns whether the trailer is sealed.
+fn check_header(crypto: &Crypto, h: &[u8]) -> std::result::Result<bool, String> {
     if &h[..4] != MAGIC {
         return Err("not a pack (bad magic)".into());
     }
-    if h[4] != PACK_VERSION {
-        return Err(format!("pack version {} is not supported", h[4]));
+    let sealed = match h[4] {
+        PACK_VERSION_PLAIN => false,
+        PACK_VERSION_SEALED => true,
+        v => return Err(format!("pack version {v} is not supported")),
+    };
+    match (sealed, crypto.is_encrypted()) {
+        (false, true) => Err("unencrypted pack in an encrypted vault".into()),
+        (true, false) => Err("encrypted pack in an unencrypted vault".into()),
+        _ => Ok(sealed),
     }
-    Ok(())
 }
 
 /// Reads only a pack's header, footer and trailer from disk.
-pub fn read_trailer(path: &Path) -> Result<Vec<PackEntry>> {
+pub fn read_trailer(crypto: &Crypto, path: &Path) -> Result<Vec<PackEntry>> {
     let obj = || format!("pack {}", path.display());
     let file = File::open(path).at(path)?;
     let len = file.metadata().at(path)?.len();
@@ -169,15 +205,15 @@ pub fn read_trailer(path: &Path) -> Result<Vec<PackEntry>> {
     }
     let mut header = [0u8; HEADER_BYTES as usize];
     file.read_exact_at(&mut header, 0).at(path)?;
-    check_header(&header).map_err(|r| Error::corrupt(obj(), r))?;
+    let sealed = check_header(crypto, &header).map_err(|r| Error::corrupt(obj(), r))?;
     let mut footer = [0u8; FOOTER_BYTES as usize];
     file.read_exact_at(&mut footer, len - FOOTER_BYTES)
         .at(path)?;
-    let (tlen, sum) = parse_footer(&footer, len).map_err(|r| Error::corrupt(obj(), r))?;
+    let (tlen, sum) = parse_footer(&footer, len, sealed).map_err(|r| Error::corrupt(obj(), r))?;
     let mut trailer = vec![0u8; tlen as usize];
     file.read_exact_at(&mut trailer, len - FOOTER_BYTES - u64::from(tlen))
         .at(path)?;
-    parse_trailer(&trailer, &sum, len).map_err(|r| Error::corrupt(obj(), r))
+    parse_trailer(crypto, &trailer, &sum, len).map_err(|r| Error::corrupt(obj(), r))
 }
 
 /// A pack that has been written, fsynced and renamed into place.
@@ -191,6 +227,7 @@ pub struct FinishedPack {
 /// Appends sealed blobs to a temporary file and publishes it atomically as a pack.
 pub struct PackWriter {
     packs_dir: PathBuf,
+    crypto: Crypto,
     out: BufWriter<tempfile::NamedTempFile>,
     hasher: blake3::Hasher,
     entries: Vec<PackEntry>,
@@ -199,13 +236,14 @@ pub struct PackWriter {
 
 impl PackWriter {
     /// Starts a pack in `packs_dir` (the temporary file lives there too, so the rename is atomic).
-    pub fn new(packs_dir: &Path) -> Result<Self> {
+    pub fn new(packs_dir: &Path, crypto: &Crypto) -> Result<Self> {
         let tmp = tempfile::Builder::new()
             .prefix(fsutil::TEMP_PREFIX)
             .tempfile_in(packs_dir)
             .at(packs_dir)?;
         let mut w = PackWriter {
             packs_dir: packs_dir.to_path_buf(),
+            crypto: crypto.clone(),
             out: BufWriter::with_capacity(WRITE_BUFFER_BYTES, tmp),
             hasher: blake3::Hasher::new(),
             entries: Vec::new(),
@@ -213,7 +251,12 @@ impl PackWriter {
         };
         let mut header = Vec::with_capacity(HEADER_BYTES as usize);
         header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&[PACK_VERSION, 0, 0, 0]);
+        let version = if crypto.is_encrypted() {
+            PACK_VERSION_SEALED
+        } else {
+            PACK_VERSION_PLAIN
+        };
+        header.extend_from_slice(&[version, 0, 0, 0]);
         w.write(&header)?;
         Ok(w)
     }
@@ -256,6 +299,7 @@ impl PackWriter {
         for e in &self.entries {
             e.encode(&mut trailer);
         }
+        let trailer = self.crypto.seal(Domain::Trailer, b"", trailer);
         let tlen = u32::try_from(trailer.len())
             .map_err(|_| Error::Invalid("pack trailer too large".into()))?;
         let mut footer = Vec::with_capacity(FOOTER_BYTES as usize);
@@ -306,36 +350,48 @@ mod tests {
 
     #[test]
     fn write_then_parse_pack() {
+        write_then_parse(&Crypto::plain());
+        write_then_parse(&Crypto::from_master(&[9; 32]));
+    }
+
+    fn write_then_parse(c: &Crypto) {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = PackWriter::new(dir.path()).unwrap();
+        let mut w = PackWriter::new(dir.path(), c).unwrap();
         let blobs: Vec<Vec<u8>> = (0..10)
             .map(|i| format!("blob number {i} ").repeat(i * 50).into_bytes())
             .collect();
         for b in &blobs {
-            let s = blob::seal(BlobId::of(b), BlobKind::Data, b, 3).unwrap();
+            let s = blob::seal(c, c.blob_id(b), BlobKind::Data, b, 3).unwrap();
             w.add(&s).unwrap();
         }
         let fin = w.finish().unwrap();
         let path = pack_path(dir.path(), &fin.id);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(PackId(*blake3::hash(&bytes).as_bytes()), fin.id);
-        assert_eq!(parse_pack(&bytes).unwrap(), fin.entries);
-        assert_eq!(read_trailer(&path).unwrap(), fin.entries);
+        assert_eq!(parse_pack(c, &bytes).unwrap(), fin.entries);
+        assert_eq!(read_trailer(c, &path).unwrap(), fin.entries);
+        // A pack of one kind does not read in a vault of the other.
+        let other = if c.is_encrypted() {
+            Crypto::plain()
+        } else {
+            Crypto::from_master(&[9; 32])
+        };
+        assert!(parse_pack(&other, &bytes).is_err());
         let f = File::open(&path).unwrap();
         for (e, b) in fin.entries.iter().zip(&blobs) {
             let stored = read_stored(&f, &path, e).unwrap();
             assert_eq!(
-                &blob::open(&e.id, e.compression, e.raw_len, &stored).unwrap(),
+                &blob::open(c, &e.id, e.compression, e.raw_len, &stored).unwrap(),
                 b
             );
         }
         // Truncation and bit flips in the trailer are reported, never panics.
         for cut in [0, 1, 8, 40, bytes.len() - 1] {
-            assert!(parse_pack(&bytes[..cut]).is_err());
+            assert!(parse_pack(c, &bytes[..cut]).is_err());
         }
         let mut flipped = bytes.clone();
         let n = flipped.len();
         flipped[n - 50] ^= 0x10;
-        assert!(parse_pack(&flipped).is_err());
+        assert!(parse_pack(c, &flipped).is_err());
     }
 }

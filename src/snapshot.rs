@@ -34,6 +34,7 @@ use crate::audit::AuditRecord;
 use crate::blob::{self, BlobKind, SealedBlob};
 use crate::chunk::Chunker;
 use crate::config::ChunkerParams;
+use crate::crypto::Crypto;
 use crate::error::{Error, IoContext, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::index::Index;
@@ -135,6 +136,7 @@ struct FileRead {
 /// Sends new blobs onward; shared by workers and the walker.
 #[derive(Clone)]
 struct BlobSink {
+    crypto: Crypto,
     known: Arc<Known>,
     tx: Sender<RawBlob>,
     counters: Arc<Counters>,
@@ -214,7 +216,9 @@ pub fn snapshot(
     let (job_tx, job_rx) = bounded::<FileJob>(JOB_QUEUE);
     let (raw_tx, raw_rx) = bounded::<RawBlob>(COMPRESS_QUEUE_PER_THREAD * threads);
     let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(WRITE_QUEUE);
+    let crypto = vault.crypto().clone();
     let sink = BlobSink {
+        crypto: crypto.clone(),
         known: known.clone(),
         tx: raw_tx,
         counters: counters.clone(),
@@ -227,13 +231,17 @@ pub fn snapshot(
     let target = vault.config.pack_target_size;
 
     let (walk_result, stops) = std::thread::scope(|s| {
-        let writer = s.spawn(move || write_packs(sealed_rx, &packs_dir, &index_path, target));
+        let writer = {
+            let crypto = crypto.clone();
+            s.spawn(move || write_packs(sealed_rx, &packs_dir, &index_path, target, &crypto))
+        };
         let compressors: Vec<_> = (0..threads)
             .map(|_| {
                 let rx = raw_rx.clone();
                 let tx = sealed_tx.clone();
                 let counters = counters.clone();
-                s.spawn(move || compress_blobs(rx, tx, level, &counters))
+                let crypto = crypto.clone();
+                s.spawn(move || compress_blobs(rx, tx, level, &counters, &crypto))
             })
             .collect();
         drop(raw_rx);
@@ -360,7 +368,7 @@ pub fn snapshot(
     // Gates run on the sealed bytes before the manifest is written, so their results travel in it
     // (outside the hashed part); promotion runs them again on the file as stored.
     let (id, sealed) = manifest.clone().seal();
-    let results = crate::lkg::evaluate_bytes(vault, &id, Some(&sealed), false)?;
+    let results = crate::lkg::evaluate_bytes(vault, &id, Ok(&sealed), false)?;
     manifest.gates = Some(results);
     let id = vault.write_manifest(&mut manifest)?;
     vault.audit(
@@ -803,7 +811,7 @@ impl Walker<'_> {
         };
         let mut chunks = Vec::new();
         if !t.bytes.is_empty() {
-            let id = BlobId::of(&t.bytes);
+            let id = self.sink.crypto.blob_id(&t.bytes);
             self.sink.put(id, BlobKind::Data, &t.bytes)?;
             chunks.push(id);
         }
@@ -825,7 +833,7 @@ impl Walker<'_> {
 
     fn put_tree(&mut self, tree: &mut Tree) -> std::result::Result<BlobId, Stop> {
         let bytes = tree.encode();
-        let id = BlobId::of(&bytes);
+        let id = self.sink.crypto.blob_id(&bytes);
         self.sink.put(id, BlobKind::Tree, &bytes)?;
         Ok(id)
     }
@@ -902,7 +910,7 @@ fn read_files(
     counters: &Counters,
     progress: &Progress,
 ) -> std::result::Result<(), Stop> {
-    let mut chunker = Chunker::new(params);
+    let mut chunker = Chunker::new(params, sink.crypto.chunker_seed());
     for job in jobs {
         let result = read_one(&job.path, &mut chunker, &sink, counters, progress);
         let aborted = matches!(result, FileResult::Aborted);
@@ -950,7 +958,7 @@ fn read_one(
     let expected_chunks = before.len() / u64::from(chunker.params().avg_size) + 1;
     let mut chunks = Vec::with_capacity(expected_chunks.min(1 << 16) as usize);
     let run = chunker.run(&file, |data: &[u8]| -> std::result::Result<(), ReadStop> {
-        let id = BlobId::of(data);
+        let id = sink.crypto.blob_id(data);
         chunks.push(id);
         counters
             .bytes_read
@@ -1003,9 +1011,10 @@ fn compress_blobs(
     tx: Sender<SealedBlob>,
     level: i32,
     counters: &Counters,
+    crypto: &Crypto,
 ) -> std::result::Result<(), Stop> {
     for raw in rx {
-        let sealed = blob::seal(raw.id, raw.kind, &raw.data, level).map_err(Some)?;
+        let sealed = blob::seal(crypto, raw.id, raw.kind, &raw.data, level).map_err(Some)?;
         counters
             .bytes_stored
             .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
@@ -1020,13 +1029,14 @@ fn write_packs(
     packs_dir: &Path,
     index_path: &Path,
     target: u64,
+    crypto: &Crypto,
 ) -> std::result::Result<(), Stop> {
     let mut index = Index::open(index_path).map_err(Some)?;
     let mut current: Option<PackWriter> = None;
     for blob in rx {
         let w = match current.as_mut() {
             Some(w) => w,
-            None => current.insert(PackWriter::new(packs_dir).map_err(Some)?),
+            None => current.insert(PackWriter::new(packs_dir, crypto).map_err(Some)?),
         };
         w.add(&blob).map_err(Some)?;
         if w.len() >= target {

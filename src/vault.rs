@@ -1,11 +1,14 @@
 //! The vault on disk: its layout, opening and locking it, and reading its objects.
 //!
 //! ```text
-//! config.json  packs/<2 hex>/<id>.pack  snapshots/<id>.json  refs/  index.sqlite  audit.log  lock
+//! config.json  keys/<id>.json  packs/<2 hex>/<id>.pack  snapshots/<id>.json  refs/  index.sqlite
+//! audit.log  lock
 //! ```
-//! A `Vault` holds the lock for as long as it lives. Writers (exclusive lock) reconcile the index
-//! with the packs on disk when they open, so a pack published by a run that was killed before it
-//! could index it is reused rather than written again.
+//! A `Vault` holds the lock for as long as it lives. Opening an encrypted vault unlocks its master
+//! key from one of the key files with the secret the caller's [`SecretSource`] provides, and every
+//! object is then read and written through the vault's [`Crypto`]. Writers (exclusive lock)
+//! reconcile the index with the packs on disk when they open, so a pack published by a run that
+//! was killed before it could index it is reused rather than written again.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -16,18 +19,23 @@ use std::time::Duration;
 use crate::audit::{self, AuditRecord};
 use crate::blob;
 use crate::config::{ChunkerParams, VaultConfig};
+use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::index::{Index, Location};
+use crate::keys::{self, KdfParams, KeyFile, MasterKey, Secret, SecretSource};
 use crate::lock::{LockMode, VaultLock};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, MANIFEST_MAX_BYTES};
 use crate::pack;
 use crate::tree::Tree;
 
 const CONFIG_FILE: &str = "config.json";
 const INDEX_FILE: &str = "index.sqlite";
 const AUDIT_FILE: &str = "audit.log";
+const KEYS_DIR: &str = "keys";
+/// Largest key file read.
+const KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
 /// Open pack files kept for reading before the cache is emptied (stays well under fd limits).
 const OPEN_PACKS_MAX: usize = 256;
 
@@ -38,6 +46,9 @@ pub type Snapshot = (SnapshotId, Manifest);
 pub struct Vault {
     root: PathBuf,
     pub config: VaultConfig,
+    crypto: Crypto,
+    /// The master key and the id of the key file that unlocked it (encrypted vaults).
+    master: Option<(MasterKey, String)>,
     index: Index,
     mode: LockMode,
     _lock: VaultLock,
@@ -52,8 +63,14 @@ pub struct Reconciled {
 }
 
 impl Vault {
-    /// Creates a new vault in `root` (which may exist but must be empty).
-    pub fn init(root: &Path, chunker: ChunkerParams) -> Result<VaultConfig> {
+    /// Creates a new vault in `root` (which may exist but must be empty): encrypted with a fresh
+    /// master key wrapped for `key` (a secret and its KDF cost), or plain when `key` is `None`.
+    /// Returns the config and, when encrypted, the new key file's id.
+    pub fn init(
+        root: &Path,
+        chunker: ChunkerParams,
+        key: Option<(&Secret, &KdfParams)>,
+    ) -> Result<(VaultConfig, Option<String>)> {
         if root.join(CONFIG_FILE).exists() {
             return Err(Error::Invalid(format!(
                 "{} is already a vault",
@@ -69,10 +86,17 @@ impl Vault {
             }
         }
         fsutil::create_dir_durable(root)?;
-        let config = VaultConfig::new(chunker)?;
-        for d in ["packs", "snapshots", "refs"] {
+        let config = VaultConfig::new(chunker, key.is_some())?;
+        for d in ["packs", "snapshots", "refs", KEYS_DIR] {
             fsutil::create_dir_durable(&root.join(d))?;
         }
+        let key_id = match key {
+            Some((secret, kdf)) => {
+                let master = MasterKey::generate()?;
+                Some(write_key_file(root, &config, &master, secret, kdf)?)
+            }
+            None => None,
+        };
         Index::open(&root.join(INDEX_FILE))?;
         audit::append(
             &root.join(AUDIT_FILE),
@@ -81,30 +105,59 @@ impl Vault {
         )?;
         // config.json last: a directory without it is not a vault, so a crash mid-init is retried.
         fsutil::atomic_write(&root.join(CONFIG_FILE), &config.to_bytes())?;
-        Ok(config)
+        Ok((config, key_id))
     }
 
-    /// Opens an existing vault, taking the lock in `mode`.
-    pub fn open(root: &Path, mode: LockMode, wait: Option<Duration>) -> Result<Vault> {
-        Self::open_inner(root, mode, wait, false)
+    /// Opens an existing vault, taking the lock in `mode`; an encrypted vault asks `secrets` for
+    /// its password or key file (a plain one never does).
+    pub fn open(
+        root: &Path,
+        mode: LockMode,
+        wait: Option<Duration>,
+        secrets: &SecretSource,
+    ) -> Result<Vault> {
+        Self::open_inner(root, mode, wait, secrets, false)
     }
 
     /// Opens a vault exclusively with a new, empty index (for `reindex`: the old one may be
     /// unreadable).
-    pub fn open_with_new_index(root: &Path, wait: Option<Duration>) -> Result<Vault> {
-        Self::open_inner(root, LockMode::Exclusive, wait, true)
+    pub fn open_with_new_index(
+        root: &Path,
+        wait: Option<Duration>,
+        secrets: &SecretSource,
+    ) -> Result<Vault> {
+        Self::open_inner(root, LockMode::Exclusive, wait, secrets, true)
     }
 
     fn open_inner(
         root: &Path,
         mode: LockMode,
         wait: Option<Duration>,
+        secrets: &SecretSource,
         new_index: bool,
     ) -> Result<Vault> {
         if !root.join(CONFIG_FILE).exists() {
             return Err(Error::NoVault { path: root.into() });
         }
         let config = VaultConfig::load(&root.join(CONFIG_FILE))?;
+        // Unlock before locking: a prompt must not hold the vault's lock.
+        let (crypto, master) = if config.is_encrypted() {
+            let files = read_key_files(root)?;
+            if files.is_empty() {
+                return Err(Error::Missing {
+                    object: format!("key files in {}", root.join(KEYS_DIR).display()),
+                });
+            }
+            let secret = secrets.secret("vault password")?;
+            let key_files: Vec<KeyFile> = files.into_iter().map(|(_, k)| k).collect();
+            let (i, master) = keys::unlock(&key_files, &secret, &config.id)?;
+            (
+                Crypto::from_master(master.as_bytes()),
+                Some((master, key_files[i].id().to_hex())),
+            )
+        } else {
+            (Crypto::plain(), None)
+        };
         let lock = VaultLock::acquire(root, mode, wait)?;
         if new_index {
             for suffix in ["", "-wal", "-shm", "-journal"] {
@@ -122,6 +175,8 @@ impl Vault {
         let mut v = Vault {
             root: root.into(),
             config,
+            crypto,
+            master,
             index,
             mode,
             _lock: lock,
@@ -134,6 +189,14 @@ impl Vault {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+    /// How this vault's objects are sealed and its ids keyed.
+    pub fn crypto(&self) -> &Crypto {
+        &self.crypto
+    }
+    /// The id of the key file that unlocked this vault (`None` for a plain vault).
+    pub fn key_id(&self) -> Option<&str> {
+        self.master.as_ref().map(|(_, id)| id.as_str())
     }
     pub fn packs_dir(&self) -> PathBuf {
         self.root.join("packs")
@@ -190,7 +253,7 @@ impl Vault {
             if indexed.get(id) != Some(size) {
                 let path = pack::pack_path(&self.packs_dir(), id);
                 // A pack whose trailer does not parse is left for `verify` to report.
-                if let Ok(entries) = pack::read_trailer(&path) {
+                if let Ok(entries) = pack::read_trailer(&self.crypto, &path) {
                     self.index.add_pack(id, *size, &entries)?;
                     r.packs_added += 1;
                 }
@@ -213,7 +276,7 @@ impl Vault {
         let mut problems = Vec::new();
         for (id, size) in self.pack_files()? {
             let path = pack::pack_path(&self.packs_dir(), &id);
-            match pack::read_trailer(&path) {
+            match pack::read_trailer(&self.crypto, &path) {
                 Ok(entries) => {
                     self.index.add_pack(&id, size, &entries)?;
                     packs += 1;
@@ -247,9 +310,37 @@ impl Vault {
         self.snapshots_dir().join(format!("{id}.json"))
     }
 
+    /// A manifest's JSON as stored (opened, in an encrypted vault); `None` when there is no such
+    /// file. A manifest too large or that does not open is corrupt.
+    pub fn manifest_bytes(&self, id: &SnapshotId) -> Result<Option<Vec<u8>>> {
+        let path = self.manifest_path(id);
+        let object = || format!("manifest {}", path.display());
+        let len = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        if len > MANIFEST_MAX_BYTES {
+            return Err(Error::corrupt(
+                object(),
+                format!("{len} bytes is too large"),
+            ));
+        }
+        let stored = fs::read(&path).at(&path)?;
+        self.crypto
+            .open_json(Domain::Manifest, &id.0, &stored)
+            .map(Some)
+            .map_err(|r| Error::corrupt(object(), r))
+    }
+
     /// Loads one manifest, checking it against its id.
     pub fn manifest(&self, id: &SnapshotId) -> Result<Manifest> {
-        Manifest::load(&self.manifest_path(id), id)
+        let path = self.manifest_path(id);
+        let bytes = self.manifest_bytes(id)?.ok_or_else(|| Error::Missing {
+            object: format!("manifest {}", path.display()),
+        })?;
+        Manifest::from_bytes(&bytes, id)
+            .map_err(|r| Error::corrupt(format!("manifest {}", path.display()), r))
     }
 
     /// Every valid snapshot, oldest first, and the errors of those that did not load.
@@ -303,7 +394,79 @@ impl Vault {
     /// Writes a manifest durably and returns its id.
     pub fn write_manifest(&self, m: &mut Manifest) -> Result<SnapshotId> {
         let (id, bytes) = m.seal();
-        fsutil::atomic_write(&self.manifest_path(&id), &bytes)?;
+        let stored = self.crypto.seal_json(Domain::Manifest, &id.0, bytes);
+        fsutil::atomic_write(&self.manifest_path(&id), &stored)?;
+        Ok(id)
+    }
+
+    /// The key files in `keys/`, by path.
+    pub fn key_files(&self) -> Result<Vec<(PathBuf, KeyFile)>> {
+        read_key_files(&self.root)
+    }
+
+    /// Wraps the open vault's master key for one more secret; returns the new key file's id.
+    pub fn add_key(&self, secret: &Secret, kdf: &KdfParams) -> Result<String> {
+        let (master, _) = self
+            .master
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("this vault is not encrypted: it has no keys".into()))?;
+        write_key_file(&self.root, &self.config, master, secret, kdf)
+    }
+
+    /// Removes a key file by id or unique id prefix; refuses the key in use and the last one.
+    /// Returns the full id.
+    pub fn remove_key(&self, reference: &str) -> Result<String> {
+        let files = self.key_files()?;
+        let lower = reference.to_ascii_lowercase();
+        let matches: Vec<&(PathBuf, KeyFile)> = files
+            .iter()
+            .filter(|(_, k)| !lower.is_empty() && k.id().to_hex().starts_with(&lower))
+            .collect();
+        let (path, key) = match matches.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(Error::Invalid(format!(
+                    "no key {reference:?} in this vault"
+                )))
+            }
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "key prefix {reference:?} matches {} keys; give more digits",
+                    matches.len()
+                )))
+            }
+        };
+        let id = key.id().to_hex();
+        if self.key_id() == Some(id.as_str()) {
+            return Err(Error::Invalid(format!(
+                "key {id} is the one that opened the vault now; open it with another key to \
+                 remove this one"
+            )));
+        }
+        if files.len() < 2 {
+            return Err(Error::Invalid(
+                "refusing to remove the vault's last key".into(),
+            ));
+        }
+        fs::remove_file(path).at(path)?;
+        fsutil::sync_dir(&self.root.join(KEYS_DIR))?;
+        Ok(id)
+    }
+
+    /// Removes the key file that opened this vault (after `add_key` made its replacement).
+    pub fn remove_current_key(&self) -> Result<String> {
+        let id = self
+            .key_id()
+            .ok_or_else(|| Error::Invalid("this vault is not encrypted: it has no keys".into()))?
+            .to_string();
+        if self.key_files()?.len() < 2 {
+            return Err(Error::Invalid(
+                "refusing to remove the vault's last key".into(),
+            ));
+        }
+        let path = self.root.join(KEYS_DIR).join(format!("{id}.json"));
+        fs::remove_file(&path).at(&path)?;
+        fsutil::sync_dir(&self.root.join(KEYS_DIR))?;
         Ok(id)
     }
 
@@ -311,6 +474,7 @@ impl Vault {
     pub fn blob_reader(&self) -> Result<BlobReader> {
         Ok(BlobReader {
             packs_dir: self.packs_dir(),
+            crypto: self.crypto.clone(),
             locations: self.index.locations()?,
             files: Mutex::new(HashMap::new()),
         })
@@ -320,11 +484,17 @@ impl Vault {
 /// Reads and checks blobs from packs; safe to share between threads.
 pub struct BlobReader {
     packs_dir: PathBuf,
+    crypto: Crypto,
     locations: HashMap<BlobId, Location>,
     files: Mutex<HashMap<PackId, Arc<File>>>,
 }
 
 impl BlobReader {
+    /// The crypto blobs are opened with.
+    pub fn crypto(&self) -> &Crypto {
+        &self.crypto
+    }
+
     /// Where a blob is, if the index knows it.
     pub fn location(&self, id: &BlobId) -> Option<&Location> {
         self.locations.get(id)
@@ -369,7 +539,14 @@ impl BlobReader {
         })?;
         let f = self.file(&loc.pack)?;
         let stored = pack::read_stored(&f, &self.pack_path(&loc.pack), &loc.entry)?;
-        blob::open(id, loc.entry.compression, loc.entry.raw_len, &stored).map_err(|e| match e {
+        blob::open(
+            &self.crypto,
+            id,
+            loc.entry.compression,
+            loc.entry.raw_len,
+            &stored,
+        )
+        .map_err(|e| match e {
             Error::Corrupt { reason, .. } => {
                 Error::corrupt(format!("blob {id} in pack {}", loc.pack), reason)
             }
@@ -384,11 +561,92 @@ impl BlobReader {
     }
 }
 
+/// Reads every `keys/*.json` (none when the directory is absent: a plain vault).
+fn read_key_files(root: &Path) -> Result<Vec<(PathBuf, KeyFile)>> {
+    let dir = root.join(KEYS_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&dir, e)),
+    };
+    let mut out = Vec::new();
+    for f in entries {
+        let f = f.at(&dir)?;
+        let path = f.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let len = f.metadata().at(&path)?.len();
+        if len > KEY_FILE_MAX_BYTES {
+            return Err(Error::corrupt(
+                format!("key file {}", path.display()),
+                format!("{len} bytes is too large"),
+            ));
+        }
+        let bytes = fs::read(&path).at(&path)?;
+        let key = KeyFile::parse(&bytes)
+            .map_err(|e| Error::corrupt(format!("key file {}", path.display()), e.to_string()))?;
+        // The seal binds the id inside the file; the name must agree, or `key remove` would
+        // remove a different key than the one listed.
+        if path.file_stem().and_then(|s| s.to_str()) != Some(key.id().to_hex().as_str()) {
+            return Err(Error::corrupt(
+                format!("key file {}", path.display()),
+                format!("holds key {}", key.id().to_hex()),
+            ));
+        }
+        out.push((path, key));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Writes a new key file for `master` durably; returns its id.
+fn write_key_file(
+    root: &Path,
+    config: &VaultConfig,
+    master: &MasterKey,
+    secret: &Secret,
+    kdf: &KdfParams,
+) -> Result<String> {
+    let key = KeyFile::create(
+        master,
+        secret,
+        kdf,
+        &config.id,
+        &crate::util::hostname(),
+        &crate::util::username(),
+        &crate::util::now_rfc3339(),
+    )?;
+    let dir = root.join(KEYS_DIR);
+    fsutil::create_dir_durable(&dir)?;
+    fsutil::atomic_write(
+        &dir.join(format!("{}.json", key.id().to_hex())),
+        &key.to_bytes(),
+    )?;
+    Ok(key.id().to_hex())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::progress::Progress;
     use crate::snapshot::{snapshot, SnapshotOptions};
+
+    /// Fast argon2 for tests.
+    const KDF: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    /// An encrypted vault at `root` and the source that opens it.
+    fn init_encrypted(root: &Path) -> SecretSource {
+        let pw = root.with_extension("password");
+        fs::write(&pw, "test password\n").unwrap();
+        let secret = Secret::Password(b"test password".to_vec());
+        Vault::init(root, ChunkerParams::default(), Some((&secret, &KDF))).unwrap();
+        SecretSource::from_env_and(Some(pw), None)
+    }
 
     #[test]
     fn reconcile_indexes_published_but_unindexed_packs_and_sweeps_temp_files() {
@@ -397,9 +655,9 @@ mod tests {
         fs::create_dir(&data).unwrap();
         fs::write(data.join("f"), b"some bytes worth keeping".repeat(100)).unwrap();
         let root = tmp.path().join("v");
-        Vault::init(&root, ChunkerParams::default()).unwrap();
+        let secrets = init_encrypted(&root);
         {
-            let mut v = Vault::open(&root, LockMode::Exclusive, None).unwrap();
+            let mut v = Vault::open(&root, LockMode::Exclusive, None, &secrets).unwrap();
             let opts = SnapshotOptions {
                 paths: vec![data.clone()],
                 ..Default::default()
@@ -409,7 +667,7 @@ mod tests {
             v.index_mut().clear().unwrap();
         }
         fs::write(root.join("packs").join(".tmp-leftover"), b"half a pack").unwrap();
-        let mut v = Vault::open(&root, LockMode::Exclusive, None).unwrap();
+        let mut v = Vault::open(&root, LockMode::Exclusive, None, &secrets).unwrap();
         assert_eq!(v.index().packs().unwrap().len(), 1);
         assert!(!root.join("packs").join(".tmp-leftover").exists());
         let opts = SnapshotOptions {
@@ -428,8 +686,9 @@ mod tests {
     fn resolve_latest_prefix_and_errors() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("v");
-        Vault::init(&root, ChunkerParams::default()).unwrap();
-        let mut v = Vault::open(&root, LockMode::Exclusive, None).unwrap();
+        Vault::init(&root, ChunkerParams::default(), None).unwrap();
+        let secrets = SecretSource::default();
+        let mut v = Vault::open(&root, LockMode::Exclusive, None, &secrets).unwrap();
         assert!(matches!(
             v.resolve("latest"),
             Err(Error::SnapshotRef { .. })
@@ -442,6 +701,6 @@ mod tests {
         assert_eq!(v.resolve("latest").unwrap().0, s.id);
         assert_eq!(v.resolve(&s.id.to_hex()[..6]).unwrap().0, s.id);
         assert!(v.resolve("zz").is_err());
-        assert!(Vault::init(&root, ChunkerParams::default()).is_err());
+        assert!(Vault::init(&root, ChunkerParams::default(), None).is_err());
     }
 }

@@ -253,7 +253,7 @@ fn check_pack(reader: &BlobReader, id: &PackId) -> PackOutcome {
             .collect()
     };
     let bytes = std::fs::read(&path).map_err(|e| (format!("cannot read: {e}"), indexed()))?;
-    let entries = match pack::parse_pack(&bytes) {
+    let entries = match pack::parse_pack(reader.crypto(), &bytes) {
         Ok(e) => e,
         Err(reason) => return Err((reason, indexed())),
     };
@@ -261,7 +261,7 @@ fn check_pack(reader: &BlobReader, id: &PackId) -> PackOutcome {
     for e in &entries {
         let start = e.offset as usize;
         let stored = &bytes[start..start + e.stored_len as usize];
-        if blob::open(&e.id, e.compression, e.raw_len, stored).is_err() {
+        if blob::open(reader.crypto(), &e.id, e.compression, e.raw_len, stored).is_err() {
             bad.push(e.id);
         }
     }

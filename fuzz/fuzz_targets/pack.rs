@@ -4,28 +4,34 @@
 //!
 //! The trailer is guarded by a blake3 checksum that no mutation forges, so each input is parsed a
 //! second time with the footer's checksum recomputed over whatever trailer the footer claims: that
-//! copy gets past the checksum to the entry checks and the blob decoder.
+//! copy gets past the checksum to the entry checks and the blob decoder. Every input is read as a
+//! plain vault's pack and as an encrypted one's (a fixed key: mutation cannot forge the AEAD, so
+//! that side exercises the header, footer and sealed-trailer bounds).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 use atlasvault::blob;
-use atlasvault::pack::{parse_pack, ENTRY_BYTES, FOOTER_BYTES, HEADER_BYTES};
-use atlasvault::BlobId;
+use atlasvault::crypto::Crypto;
+use atlasvault::pack::{parse_pack, FOOTER_BYTES, HEADER_BYTES};
 
 fuzz_target!(|data: &[u8]| {
-    check(data);
-    if let Some(fixed) = with_trailer_checksum(data) {
-        check(&fixed);
+    for crypto in [Crypto::plain(), Crypto::from_master(&[7; 32])] {
+        check(&crypto, data);
+        if let Some(fixed) = with_trailer_checksum(data) {
+            check(&crypto, &fixed);
+        }
     }
 });
 
-fn check(pack: &[u8]) {
-    let Ok(entries) = parse_pack(pack) else {
+fn check(crypto: &Crypto, pack: &[u8]) {
+    let Ok(entries) = parse_pack(crypto, pack) else {
         return;
     };
-    let blobs_end = pack.len() as u64 - FOOTER_BYTES - (entries.len() * ENTRY_BYTES) as u64;
+    let footer_at = pack.len() - FOOTER_BYTES as usize;
+    let trailer_len = u32::from_le_bytes(pack[footer_at..footer_at + 4].try_into().unwrap());
+    let blobs_end = footer_at as u64 - u64::from(trailer_len);
     for e in entries {
         let inside = e
             .offset
@@ -39,9 +45,9 @@ fn check(pack: &[u8]) {
             );
         };
         let stored = &pack[e.offset as usize..end as usize];
-        if let Ok(raw) = blob::open(&e.id, e.compression, e.raw_len, stored) {
+        if let Ok(raw) = blob::open(crypto, &e.id, e.compression, e.raw_len, stored) {
             assert_eq!(raw.len(), e.raw_len as usize);
-            assert_eq!(BlobId::of(&raw), e.id);
+            assert_eq!(crypto.blob_id(&raw), e.id);
         }
     }
 }

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 
 use super::{Gate, GateInput, GateResult};
 use crate::id::BlobId;
-use crate::manifest::Manifest;
 use crate::tree::Node;
 
 /// See the module doc.
@@ -18,17 +17,9 @@ impl Gate for ChecksumsGate {
     }
 
     fn check(&self, input: &GateInput<'_>) -> GateResult {
-        let manifest = match input.manifest_bytes.map(Manifest::parse) {
-            Some(Ok((id, m))) if id == input.id => m,
-            Some(Ok(_)) | Some(Err(_)) => {
-                return GateResult::from_reasons(
-                    self.name(),
-                    vec!["the manifest's sha256 does not check out".into()],
-                )
-            }
-            None => {
-                return GateResult::from_reasons(self.name(), vec!["no manifest to check".into()])
-            }
+        let manifest = match super::manifest_of(input) {
+            Ok(m) => m,
+            Err(reason) => return GateResult::from_reasons(self.name(), vec![reason]),
         };
         let mut walk = Walk {
             input,

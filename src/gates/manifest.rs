@@ -13,9 +13,9 @@ impl Gate for ManifestGate {
     }
 
     fn check(&self, input: &GateInput<'_>) -> GateResult {
-        let reasons = match input.manifest_bytes {
-            None => vec![format!("manifest of snapshot {} is missing", input.id)],
-            Some(bytes) => match Manifest::parse(bytes) {
+        let reasons = match &input.manifest_bytes {
+            Err(why) => vec![format!("manifest of snapshot {}: {why}", input.id)],
+            Ok(bytes) => match Manifest::parse(bytes) {
                 Err(e) => vec![e],
                 Ok((id, _)) if id != input.id => {
                     vec![format!("manifest is snapshot {id}, not {}", input.id)]

@@ -12,14 +12,13 @@ pub mod sanity;
 mod template_only;
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::GateSettings;
 use crate::id::{PackId, SnapshotId};
 use crate::manifest::Manifest;
-use crate::vault::BlobReader;
+use crate::vault::{BlobReader, Vault};
 
 pub use checksums::ChecksumsGate;
 pub use manifest::ManifestGate;
@@ -33,8 +32,9 @@ const REASONS_MAX: usize = 20;
 pub struct GateInput<'a> {
     /// The snapshot the manifest claims to be.
     pub id: SnapshotId,
-    /// The manifest as stored, or `None` when it is missing.
-    pub manifest_bytes: Option<&'a [u8]>,
+    /// The manifest's JSON as stored (opened, in an encrypted vault), or why there is none: it is
+    /// missing, or it does not open.
+    pub manifest_bytes: Result<&'a [u8], String>,
     pub reader: &'a BlobReader,
     /// Every pack file on disk with its size.
     pub packs_on_disk: &'a HashMap<PackId, u64>,
@@ -42,8 +42,8 @@ pub struct GateInput<'a> {
     pub packs_indexed: &'a HashMap<PackId, u64>,
     /// Re-read and re-hash every blob.
     pub deep: bool,
-    /// The vault directory (for the manifests of earlier snapshots).
-    pub vault_root: &'a Path,
+    /// The vault (for the manifests of earlier snapshots).
+    pub vault: &'a Vault,
     pub settings: &'a GateSettings,
 }
 
@@ -52,11 +52,11 @@ pub struct GateInput<'a> {
 /// Gates after `manifest` call this and fail with the reason, so every gate fails on a manifest
 /// that is missing or wrong rather than passing vacuously.
 pub fn manifest_of(input: &GateInput<'_>) -> Result<Manifest, String> {
-    match input.manifest_bytes.map(Manifest::parse) {
-        None => Err("no manifest to check".into()),
-        Some(Err(e)) => Err(format!("manifest does not parse: {e}")),
-        Some(Ok((id, _))) if id != input.id => Err(format!("manifest is snapshot {id}")),
-        Some(Ok((_, m))) => Ok(m),
+    match input.manifest_bytes.as_ref().map(|b| Manifest::parse(b)) {
+        Err(why) => Err(format!("no manifest to check: {why}")),
+        Ok(Err(e)) => Err(format!("manifest does not parse: {e}")),
+        Ok(Ok((id, _))) if id != input.id => Err(format!("manifest is snapshot {id}")),
+        Ok(Ok((_, m))) => Ok(m),
     }
 }
 

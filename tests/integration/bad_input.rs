@@ -32,7 +32,7 @@ fn missing_vault_exits_10_for_every_command() {
         vec!["audit".into()],
     ];
     for args in cases {
-        VaultCmd::new(f.root())
+        f.cmd_in(f.root())
             .vault_dir(&nowhere)
             .args(&args)
             .run()
@@ -44,7 +44,7 @@ fn missing_vault_exits_10_for_every_command() {
     assert!(!f.path("out").exists(), "restore created its target");
     // Through the environment variable too, and an existing but empty directory.
     fs::create_dir(f.path("empty")).unwrap();
-    VaultCmd::new(f.root())
+    f.cmd_in(f.root())
         .env("VAULT_DIR", f.path("empty"))
         .arg("snapshots")
         .run()
@@ -175,7 +175,7 @@ fn init_refuses_a_non_empty_directory_and_an_existing_vault() {
     let dir = f.path("stuff");
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("important.txt"), b"mine").unwrap();
-    VaultCmd::new(f.root())
+    f.cmd_in(f.root())
         .vault_dir(&dir)
         .arg("init")
         .run()
@@ -185,7 +185,7 @@ fn init_refuses_a_non_empty_directory_and_an_existing_vault() {
 
     let file = f.path("a-file");
     fs::write(&file, b"x").unwrap();
-    VaultCmd::new(f.root())
+    f.cmd_in(f.root())
         .vault_dir(&file)
         .arg("init")
         .run()
@@ -356,8 +356,12 @@ impl Unprivileged {
         })
     }
 
+    /// `setpriv --reset-env` drops VAULT_PASSWORD_FILE, so the password comes by flag.
     fn cmd(&self, f: &Fixture) -> VaultCmd {
-        VaultCmd::with_program(&self.program, &self.prefix, f.root()).vault_dir(&f.vault())
+        VaultCmd::with_program(&self.program, &self.prefix, f.root())
+            .vault_dir(&f.vault())
+            .arg("--password-file")
+            .arg(f.password_file())
     }
 }
 
@@ -484,7 +488,7 @@ fn full_disk_fails_cleanly_and_leaves_a_valid_vault() {
     }
     let _mount = Mount(mnt.clone());
     let vault = mnt.join("vault");
-    let cmd = || VaultCmd::new(f.root()).vault_dir(&vault);
+    let cmd = || f.cmd_in(f.root()).vault_dir(&vault);
     cmd().arg("init").run().success();
 
     let data = f.path("data");

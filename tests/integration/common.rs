@@ -15,27 +15,49 @@ pub const VAULT_BIN: &str = env!("CARGO_BIN_EXE_vault");
 
 pub const MIB: usize = 1024 * 1024;
 
+/// The test vaults' password.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// `vault init` flags for a fast argon2id.
+pub const CHEAP_KDF: [&str; 4] = ["--argon2-memory-kib", "64", "--argon2-iterations", "1"];
+
 /// One test's private directory: `vault/` for the vault, anything else for data and targets.
 pub struct Fixture {
     pub tmp: tempfile::TempDir,
 }
 
 impl Fixture {
-    /// A fresh temp dir without a vault.
+    /// A fresh temp dir without a vault, with the vault password in `password` (every command
+    /// gets it through `VAULT_PASSWORD_FILE`).
     pub fn new() -> Self {
-        Fixture {
+        let f = Fixture {
             tmp: tempfile::Builder::new()
                 .prefix("atlasvault-it-")
                 .tempdir()
                 .expect("create temp dir"),
-        }
+        };
+        fs::write(f.password_file(), format!("{PASSWORD}\n")).expect("write password file");
+        f
     }
 
-    /// A fresh temp dir with an initialised vault at `vault/`.
+    /// A fresh temp dir with an initialised, encrypted vault at `vault/` (argon2 made cheap:
+    /// the tests are about the vault, not about password guessing).
     pub fn with_vault() -> Self {
         let f = Fixture::new();
-        f.cmd().arg("init").run().success();
+        f.cmd().args(["init"]).args(CHEAP_KDF).run().success();
         f
+    }
+
+    /// The file holding the test vault password.
+    pub fn password_file(&self) -> PathBuf {
+        self.path("password")
+    }
+
+    /// Opens this fixture's vault through the library.
+    pub fn open_vault(&self, mode: atlasvault::lock::LockMode) -> atlasvault::Vault {
+        let secrets =
+            atlasvault::keys::SecretSource::from_env_and(Some(self.password_file()), None);
+        atlasvault::Vault::open(&self.vault(), mode, None, &secrets).expect("open vault")
     }
 
     pub fn root(&self) -> &Path {
@@ -54,7 +76,12 @@ impl Fixture {
 
     /// A `vault --vault <this fixture's vault>` command.
     pub fn cmd(&self) -> VaultCmd {
-        VaultCmd::new(self.root()).vault_dir(&self.vault())
+        self.cmd_in(self.root()).vault_dir(&self.vault())
+    }
+
+    /// A `vault` command run in `cwd`, with this fixture's password but no `--vault`.
+    pub fn cmd_in(&self, cwd: &Path) -> VaultCmd {
+        VaultCmd::new(cwd).env("VAULT_PASSWORD_FILE", self.password_file())
     }
 
     /// Runs `vault snapshot --json PATH` expecting exit 0; returns the parsed JSON.
@@ -83,7 +110,8 @@ impl Fixture {
 
     /// Ids of the snapshots of the vault at `vault`, oldest first.
     pub fn snapshot_ids_in(&self, vault: &Path) -> Vec<String> {
-        let v = VaultCmd::new(self.root())
+        let v = self
+            .cmd_in(self.root())
             .vault_dir(vault)
             .args(["snapshots", "--json"])
             .run()
@@ -115,6 +143,9 @@ impl VaultCmd {
         cmd.args(prefix)
             .current_dir(cwd)
             .env_remove("VAULT_DIR")
+            .env_remove("VAULT_PASSWORD_COMMAND")
+            .env_remove("VAULT_KEY_FILE")
+            .env_remove("VAULT_PASSWORD_FILE")
             .env("XDG_DATA_HOME", cwd.join("xdg-data-home"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
@@ -282,6 +313,33 @@ impl Run {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.context()))
     }
+}
+
+/// The last-known-good snapshot id, from `vault status --json` (the ref itself is sealed).
+pub fn lkg(f: &Fixture) -> Option<String> {
+    // Exit 4 (an unreadable manifest) still reports the ref.
+    let status = f.cmd().args(["status", "--json"]).run().json();
+    status["lkg"].as_str().map(str::to_string)
+}
+
+/// A snapshot's manifest as JSON, read (and opened) through the library.
+pub fn manifest_json(f: &Fixture, id: &str) -> Value {
+    let v = f.open_vault(atlasvault::lock::LockMode::Shared);
+    let id = atlasvault::id::SnapshotId::from_hex(id).expect("snapshot id");
+    serde_json::to_value(v.manifest(&id).expect("manifest")).expect("manifest as JSON")
+}
+
+/// Changes one byte in the middle of a manifest as stored (its sealed envelope's hex, in an
+/// encrypted vault), the way a bit rot or an attacker would.
+pub fn tamper_manifest(f: &Fixture, id: &str) {
+    let path = f.vault().join("snapshots").join(format!("{id}.json"));
+    let mut bytes = fs::read(&path).expect("read manifest");
+    let mid = bytes.len() / 2;
+    let i = (mid..bytes.len())
+        .find(|&i| bytes[i].is_ascii_hexdigit())
+        .expect("a hex digit to change");
+    bytes[i] = if bytes[i] == b'0' { b'1' } else { b'0' };
+    fs::write(&path, bytes).expect("write manifest");
 }
 
 /// Reads a `u64` field from snapshot JSON.
@@ -505,7 +563,10 @@ pub fn file_chunks(vault: &Path, snapshot: &str, path: &str) -> Vec<ChunkSpot> {
     use atlasvault::lock::LockMode;
     use atlasvault::tree::Node;
 
-    let v = atlasvault::Vault::open(vault, LockMode::Shared, None).expect("open vault");
+    // Fixture layout: the password file sits beside the vault.
+    let password = vault.parent().expect("vault has a parent").join("password");
+    let secrets = atlasvault::keys::SecretSource::from_env_and(Some(password), None);
+    let v = atlasvault::Vault::open(vault, LockMode::Shared, None, &secrets).expect("open vault");
     let (_, m) = v.resolve(snapshot).expect("resolve snapshot");
     let r = v.blob_reader().expect("blob reader");
     let mut tree = r.tree(&m.tree).expect("root tree");

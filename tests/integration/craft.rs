@@ -2,7 +2,6 @@
 //! never store (hostile names, raw secrets).
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use atlasvault::blob::{self, BlobKind};
 use atlasvault::id::BlobId;
@@ -12,6 +11,8 @@ use atlasvault::pack::PackWriter;
 use atlasvault::tree::{Entry, Node, Tree};
 use atlasvault::Vault;
 
+use crate::common::Fixture;
+
 /// Writes blobs into one pack and publishes a manifest for a hand-made root tree.
 pub struct Crafter {
     vault: Vault,
@@ -20,9 +21,10 @@ pub struct Crafter {
 }
 
 impl Crafter {
-    pub fn open(root: &Path) -> Self {
-        let vault = Vault::open(root, LockMode::Exclusive, None).expect("open vault");
-        let pack = PackWriter::new(&vault.packs_dir()).expect("pack writer");
+    /// Crafts into the vault of `f`.
+    pub fn open(f: &Fixture) -> Self {
+        let vault = f.open_vault(LockMode::Exclusive);
+        let pack = PackWriter::new(&vault.packs_dir(), vault.crypto()).expect("pack writer");
         Crafter {
             vault,
             pack,
@@ -31,9 +33,9 @@ impl Crafter {
     }
 
     pub fn put(&mut self, kind: BlobKind, bytes: &[u8]) -> BlobId {
-        let id = BlobId::of(bytes);
+        let id = self.vault.crypto().blob_id(bytes);
         if self.added.insert(id) {
-            let sealed = blob::seal(id, kind, bytes, 3).expect("seal");
+            let sealed = blob::seal(self.vault.crypto(), id, kind, bytes, 3).expect("seal");
             self.pack.add(&sealed).expect("add blob");
         }
         id

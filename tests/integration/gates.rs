@@ -8,13 +8,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn lkg(f: &Fixture) -> Option<String> {
-    let path = f.vault().join("refs/last-known-good.json");
-    let bytes = fs::read(path).ok()?;
-    let v: Value = serde_json::from_slice(&bytes).unwrap();
-    Some(v["snapshot"].as_str().unwrap().to_string())
-}
-
 /// A vault with a promoted snapshot A and a second, unpromoted snapshot B of new data.
 fn two_snapshots(f: &Fixture) -> (String, String) {
     let data = f.path("data");
@@ -45,11 +38,7 @@ fn two_snapshots(f: &Fixture) -> (String, String) {
 fn corrupt_manifest_is_rejected_and_the_lkg_stays() {
     let f = Fixture::with_vault();
     let (a, b) = two_snapshots(&f);
-    let path = f.vault().join(format!("snapshots/{b}.json"));
-    let text = fs::read_to_string(&path)
-        .unwrap()
-        .replace("\"files\": 2", "\"files\": 3");
-    fs::write(&path, text).unwrap();
+    tamper_manifest(&f, &b);
     let run = f.cmd().args(["promote", &b]).run().code(5);
     assert!(
         run.stdout.contains("gate manifest") && run.stdout.contains("FAILED"),

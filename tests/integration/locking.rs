@@ -6,7 +6,6 @@ use std::os::unix::io::AsRawFd;
 use std::time::{Duration, Instant};
 
 use atlasvault::lock::LockMode;
-use atlasvault::Vault;
 
 use crate::common::*;
 
@@ -21,7 +20,7 @@ fn small_data(f: &Fixture) -> std::path::PathBuf {
 fn snapshot_while_a_writer_holds_the_lock_exits_11_naming_it() {
     let f = Fixture::with_vault();
     let data = small_data(&f);
-    let held = Vault::open(&f.vault(), LockMode::Exclusive, None).unwrap();
+    let held = f.open_vault(LockMode::Exclusive);
     f.cmd()
         .arg("snapshot")
         .arg(&data)
@@ -50,7 +49,7 @@ fn readers_share_the_lock_but_exclude_a_writer() {
     let f = Fixture::with_vault();
     let data = small_data(&f);
     f.snapshot(&data);
-    let reader = Vault::open(&f.vault(), LockMode::Shared, None).unwrap();
+    let reader = f.open_vault(LockMode::Shared);
     f.cmd().arg("snapshots").run().success();
     f.cmd().arg("verify").run().success();
     f.cmd()
@@ -112,7 +111,7 @@ fn wait_succeeds_when_the_lock_is_released_in_time() {
 fn wait_gives_up_after_the_duration() {
     let f = Fixture::with_vault();
     let data = small_data(&f);
-    let held = Vault::open(&f.vault(), LockMode::Exclusive, None).unwrap();
+    let held = f.open_vault(LockMode::Exclusive);
     let started = Instant::now();
     f.cmd()
         .args(["--wait", "1s", "snapshot"])

@@ -392,7 +392,7 @@ fn non_empty_target_is_refused_unless_overwrite() {
 fn init_with_a_relative_vault_path() {
     // `vault --vault NAME init` run from the directory that will hold NAME.
     let f = Fixture::new();
-    VaultCmd::new(f.root())
+    f.cmd_in(f.root())
         .args(["--vault", "rel-vault", "init"])
         .run()
         .success();
@@ -400,11 +400,11 @@ fn init_with_a_relative_vault_path() {
     let data = f.path("data");
     fs::create_dir(&data).unwrap();
     fs::write(data.join("x"), b"x").unwrap();
-    VaultCmd::new(f.root())
+    f.cmd_in(f.root())
         .args(["--vault", "rel-vault", "snapshot", "data"])
         .run()
         .success();
-    VaultCmd::new(f.root())
+    f.cmd_in(f.root())
         .args([
             "--vault",
             "rel-vault",
@@ -425,7 +425,7 @@ fn vault_inside_the_snapshotted_tree_is_left_out() {
     fs::create_dir(&data).unwrap();
     fs::write(data.join("mine.txt"), b"mine").unwrap();
     let vault = data.join("the-vault");
-    let cmd = || VaultCmd::new(f.root()).vault_dir(&vault);
+    let cmd = || f.cmd_in(f.root()).vault_dir(&vault);
     cmd().arg("init").run().success();
     cmd().arg("snapshot").arg(&data).run().success();
     // Again through a path spelled differently (a symlinked parent), so the vault is not found
@@ -462,7 +462,7 @@ fn root_entries_are_named_after_the_last_path_component() {
         fs::write(f.path(d).join("file"), d).unwrap();
     }
     // Relative, with a trailing slash and with `.` / `..`: all name the entry by the real dir.
-    VaultCmd::new(&f.path("three/other"))
+    f.cmd_in(&f.path("three/other"))
         .vault_dir(&f.vault())
         .args(["snapshot", "../../one/data/", "../../two/./data", "."])
         .run()
@@ -501,7 +501,7 @@ fn vault_dir_env_var_selects_the_vault() {
     let data = f.path("data");
     fs::create_dir(&data).unwrap();
     fs::write(data.join("x"), b"x").unwrap();
-    VaultCmd::new(f.root())
+    f.cmd_in(f.root())
         .env("VAULT_DIR", f.vault())
         .arg("snapshot")
         .arg(&data)

@@ -10,12 +10,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn lkg(f: &Fixture) -> Option<String> {
-    let bytes = fs::read(f.vault().join("refs/last-known-good.json")).ok()?;
-    let v: Value = serde_json::from_slice(&bytes).unwrap();
-    Some(v["snapshot"].as_str().unwrap().to_string())
-}
-
 /// Snapshots `ws` expecting promotion; returns the id.
 fn promoted(f: &Fixture, ws: &Path) -> String {
     let v = f.snapshot(ws);

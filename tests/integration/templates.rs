@@ -54,8 +54,14 @@ fn plant(ws: &Path) {
     fs::write(ws.join("README.md"), "an ordinary file\n").unwrap();
 }
 
-/// Every blob of every pack, decompressed, plus every other file of the vault as it is.
-fn vault_plaintexts(vault: &Path) -> Vec<(String, Vec<u8>)> {
+/// Every blob of every pack, opened and decompressed, plus every other file of the vault as it is.
+fn vault_plaintexts(f: &Fixture) -> Vec<(String, Vec<u8>)> {
+    let crypto = f
+        .open_vault(atlasvault::lock::LockMode::Shared)
+        .crypto()
+        .clone();
+    let vault = f.vault();
+    let vault = vault.as_path();
     let mut out = Vec::new();
     for rel in list_all(vault) {
         let path = vault.join(&rel);
@@ -64,10 +70,11 @@ fn vault_plaintexts(vault: &Path) -> Vec<(String, Vec<u8>)> {
         }
         let bytes = fs::read(&path).unwrap();
         if rel.starts_with("packs") {
-            let entries = parse_pack(&bytes).expect("pack parses");
+            let entries = parse_pack(&crypto, &bytes).expect("pack parses");
             for e in entries {
                 let stored = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
-                let raw = blob::open(&e.id, e.compression, e.raw_len, stored).expect("blob opens");
+                let raw = blob::open(&crypto, &e.id, e.compression, e.raw_len, stored)
+                    .expect("blob opens");
                 out.push((format!("blob {} in {}", e.id, rel.display()), raw));
             }
         }
@@ -76,8 +83,8 @@ fn vault_plaintexts(vault: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn assert_no_planted_secret(vault: &Path) {
-    let all = vault_plaintexts(vault);
+fn assert_no_planted_secret(f: &Fixture) {
+    let all = vault_plaintexts(f);
     assert!(all.iter().any(|(n, _)| n.starts_with("blob")), "no blobs?");
     for (name, bytes) in &all {
         for secret in PLANTED {
@@ -91,12 +98,6 @@ fn assert_no_planted_secret(vault: &Path) {
             "a planted marker found in {name}"
         );
     }
-}
-
-fn lkg(f: &Fixture) -> Option<String> {
-    let bytes = fs::read(f.vault().join("refs/last-known-good.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    Some(v["snapshot"].as_str().unwrap().to_string())
 }
 
 #[test]
@@ -114,12 +115,10 @@ fn planted_secrets_appear_in_no_byte_of_the_vault_and_restore_gives_templates() 
         .json();
     assert_eq!(snap["promoted"], true, "{snap:#}");
     let id = snap["id"].as_str().unwrap();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(f.vault().join(format!("snapshots/{id}.json"))).unwrap())
-            .unwrap();
+    let manifest = manifest_json(&f, id);
     assert_eq!(manifest["template_only"]["templated"], 4, "{manifest:#}");
     // The audit log, the index and the manifests are plaintext on disk: the scan covers them too.
-    assert_no_planted_secret(&f.vault());
+    assert_no_planted_secret(&f);
 
     let out = f.path("out");
     f.cmd()
@@ -227,13 +226,13 @@ fn config_that_cannot_be_templated_is_not_stored_and_fails_the_gate() {
         "{}",
         listed.stdout
     );
-    assert_no_planted_secret(&f.vault());
+    assert_no_planted_secret(&f);
 }
 
 #[test]
 fn a_raw_secret_in_a_stored_config_fails_the_gate_without_showing_it() {
     let f = Fixture::with_vault();
-    let mut c = Crafter::open(&f.vault());
+    let mut c = Crafter::open(&f);
     let env = c.file(
         b".env",
         b"API_KEY=sk-live-0123456789abcdefghijklmnopqrstuv\nPORT=1\n",

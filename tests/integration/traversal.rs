@@ -38,7 +38,7 @@ fn assert_refused(
     fs::create_dir_all(&outside).unwrap();
     fs::write(outside.join("victim.txt"), b"untouched").unwrap();
     fs::create_dir_all(f.path("work")).unwrap();
-    let mut c = Crafter::open(&f.vault());
+    let mut c = Crafter::open(&f);
     let roots = build(&mut c, &outside);
     let id = c.finish(roots);
 

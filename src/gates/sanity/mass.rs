@@ -90,11 +90,7 @@ fn baseline(input: &GateInput<'_>, manifest: &Manifest) -> Option<(SnapshotId, M
     let mut next = manifest.parent;
     for _ in 0..BASELINE_DEPTH_MAX {
         let id = next?;
-        let path = input
-            .vault_root
-            .join("snapshots")
-            .join(format!("{id}.json"));
-        let m = Manifest::load(&path, &id).ok()?;
+        let m = input.vault.manifest(&id).ok()?;
         let passed = m.gates.as_ref().is_none_or(|g| gates::all_passed(g));
         if passed && !m.safety {
             return Some((id, m));
