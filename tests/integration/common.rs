@@ -180,6 +180,11 @@ impl VaultCmd {
         self
     }
 
+    pub fn env_remove(mut self, k: &str) -> Self {
+        self.cmd.env_remove(k);
+        self
+    }
+
     /// A human-readable form of the command line for assertion messages.
     pub fn shown(&self) -> String {
         self.shown
@@ -281,6 +286,15 @@ impl Run {
         assert!(
             self.stderr.contains(needle),
             "stderr lacks {needle:?}\n{}",
+            self.context()
+        );
+        self
+    }
+
+    pub fn stderr_or_stdout_has(self, needle: &str) -> Self {
+        assert!(
+            self.stdout.contains(needle) || self.stderr.contains(needle),
+            "output lacks {needle:?}\n{}",
             self.context()
         );
         self
@@ -547,6 +561,21 @@ fn compare_entry(src: &Path, dst: &Path, rel: &Path, skip: &[&OsStr]) {
     for n in &sn {
         compare_entry(&src.join(n), &dst.join(n), &rel.join(n), skip);
     }
+}
+
+/// XORs the byte at `at` in a file with 0x5a, in place.
+pub fn flip_byte(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x5a;
+    file.write_all_at(&b, at).unwrap();
+    file.sync_all().unwrap();
 }
 
 /// Where one chunk of a file is stored.

@@ -2,8 +2,7 @@
 //! can, leaves no corrupt file behind and exits 4.
 
 use std::fs;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 
@@ -21,19 +20,6 @@ fn two_snapshots(f: &Fixture) -> (PathBuf, String, String) {
     fs::write(data.join("c.txt"), text_bytes(7_000)).unwrap();
     let second = f.snapshot(&data)["id"].as_str().unwrap().to_string();
     (data, first, second)
-}
-
-fn flip_byte(path: &Path, at: u64) {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    file.read_exact_at(&mut b, at).unwrap();
-    b[0] ^= 0x5a;
-    file.write_all_at(&b, at).unwrap();
-    file.sync_all().unwrap();
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod changing;
 mod corruption;
 mod crash;
 mod dedup;
+mod encryption;
 mod gates;
 mod locking;
 mod reindex;
