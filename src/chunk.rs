@@ -115,14 +115,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_keyed_gear_table_moves_the_cut_points() {
+        let mut x = 12345u64;
+        let data: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let cuts = |seed: u64| {
+            let mut c = Chunker::new(small(), seed);
+            let mut lens = Vec::new();
+            c.run::<_, io::Error>(data.as_slice(), |ch| {
+                lens.push(ch.len());
+                Ok(())
+            })
+            .unwrap();
+            lens
+        };
+        assert_eq!(cuts(0), cuts(0));
+        assert_ne!(cuts(0), cuts(0x1234_5678_9abc_def0));
+        assert_ne!(cuts(7), cuts(8));
+    }
+
     proptest! {
         #[test]
-        fn streaming_cuts_equal_whole_buffer_cuts(seed in any::<u64>(), len in 0usize..40_000, step in 1usize..5000) {
+        fn streaming_cuts_equal_whole_buffer_cuts(seed in any::<u64>(), gear in prop_oneof![Just(0u64), any::<u64>()], len in 0usize..40_000, step in 1usize..5000) {
             let mut x = seed | 1;
             let data: Vec<u8> = (0..len).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
             let p = small();
-            let expected: Vec<usize> = FastCDC::new(&data, p.min_size, p.avg_size, p.max_size).map(|c| c.length).collect();
-            let mut c = Chunker { params: p.clone(), seed: 0, buf: vec![0; 2048] };
+            let expected: Vec<usize> = FastCDC::with_level_and_seed(&data, p.min_size, p.avg_size, p.max_size, Normalization::Level1, gear).map(|c| c.length).collect();
+            let mut c = Chunker { params: p.clone(), seed: gear, buf: vec![0; 2048] };
             let mut got = Vec::new();
             let mut joined = Vec::new();
             let n = c.run::<_, io::Error>(Trickle(&data, step), |ch| { got.push(ch.len()); joined.extend_from_slice(ch); Ok(()) }).unwrap();

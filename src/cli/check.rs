@@ -1,0 +1,255 @@
+//! The integrity commands: `vault verify`, `reindex`, `gate`, `promote` and `audit`. The checks
+//! themselves live in [`crate::verify`], [`crate::gates`] and [`crate::lkg`]; this reports them
+//! and maps their verdicts to exit codes.
+
+use serde_json::json;
+
+use super::{exit, say, AuditArgs, Ctx, Out, VerifyArgs};
+use crate::audit::{self, AuditRecord};
+use crate::error::{Error, Result};
+use crate::gates::{self, GateResult};
+use crate::id::SnapshotId;
+use crate::lkg;
+use crate::lock::LockMode;
+use crate::progress::Progress;
+use crate::util::human_bytes;
+use crate::vault::Vault;
+use crate::verify::VerifyOptions;
+
+/// Blob ids printed per damaged pack in the human report.
+const BLOBS_SHOWN: usize = 10;
+
+/// `vault verify`.
+pub(super) fn verify(ctx: &mut Ctx, a: &VerifyArgs) -> Result<i32> {
+    let vault = ctx.open(LockMode::Shared)?;
+    let opts = VerifyOptions {
+        read_data: a.read_data || a.read_data_subset.is_some(),
+        subset_percent: a.read_data_subset,
+        threads: 0,
+    };
+    let progress = if ctx.json || !opts.read_data {
+        Progress::hidden()
+    } else {
+        Progress::bytes_bar("verify")
+    };
+    let r = crate::verify::verify(&vault, &opts, &progress)?;
+    let outcome = if r.is_clean() { "ok" } else { "damaged" };
+    vault.audit(
+        &AuditRecord::new("verify", None, outcome).with_detail(json!({
+            "read_data": opts.read_data, "subset_percent": opts.subset_percent,
+            "problems": r.problems.len(), "damaged_packs": r.damaged_packs.len(),
+        })),
+    )?;
+    let out = &mut ctx.out;
+    if ctx.json {
+        out.json(json!({"clean": r.is_clean(), "report": r}))?;
+    } else {
+        for p in &r.problems {
+            say!(out, "problem: {p}");
+        }
+        for d in &r.damaged_packs {
+            say!(out, "damaged pack {}: {}", d.pack, d.reason);
+            for b in d.blobs.iter().take(BLOBS_SHOWN) {
+                say!(out, "  blob {b}");
+            }
+            if d.blobs.len() > BLOBS_SHOWN {
+                say!(
+                    out,
+                    "  ... and {} more blobs (--json lists all)",
+                    d.blobs.len() - BLOBS_SHOWN
+                );
+            }
+            for s in &d.snapshots {
+                say!(out, "  breaks snapshot {s}");
+            }
+            for p in &d.paths {
+                say!(out, "  breaks file {p}");
+            }
+            if d.more_paths > 0 {
+                say!(out, "  ... and {} more files", d.more_paths);
+            }
+        }
+        say!(
+            out,
+            "{}: {} snapshots, {} trees, {} blobs referenced, {} packs{}",
+            if r.is_clean() {
+                "vault is clean"
+            } else {
+                "VAULT IS DAMAGED"
+            },
+            r.snapshots,
+            r.trees,
+            r.blobs_referenced,
+            r.packs,
+            if opts.read_data {
+                format!(
+                    ", {} packs read ({})",
+                    r.packs_read,
+                    human_bytes(r.bytes_read)
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(if r.is_clean() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
+}
+
+/// `vault reindex`.
+pub(super) fn reindex(ctx: &mut Ctx) -> Result<i32> {
+    let mut vault = Vault::open_with_new_index(&ctx.root, ctx.wait, &ctx.secrets)?;
+    let (packs, blobs, problems) = vault.reindex()?;
+    vault.audit(
+        &AuditRecord::new(
+            "reindex",
+            None,
+            if problems.is_empty() { "ok" } else { "damaged" },
+        )
+        .with_detail(json!({"packs": packs, "blobs": blobs, "problems": problems})),
+    )?;
+    for p in &problems {
+        eprintln!("problem: {p}");
+    }
+    if ctx.json {
+        ctx.out
+            .json(json!({"packs": packs, "blobs": blobs, "problems": problems}))?;
+    } else {
+        say!(ctx.out, "index rebuilt: {packs} packs, {blobs} blobs");
+    }
+    Ok(if problems.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
+}
+
+/// `vault audit`: reads the log directly, without opening (or unlocking) the vault.
+pub(super) fn audit(ctx: &mut Ctx, a: &AuditArgs) -> Result<i32> {
+    let root = &ctx.root;
+    if !root.join("config.json").exists() {
+        return Err(Error::NoVault { path: root.clone() });
+    }
+    let (mut records, bad) = audit::read(&root.join("audit.log"))?;
+    records.retain(|r| {
+        a.action.as_ref().is_none_or(|want| &r.action == want)
+            && a.since.is_none_or(|since| {
+                humantime::parse_rfc3339_weak(&r.time).is_ok_and(|t| t >= since)
+            })
+    });
+    if bad > 0 {
+        eprintln!("warning: {bad} audit line(s) did not parse (a torn last write?)");
+    }
+    let out = &mut ctx.out;
+    if ctx.json {
+        // JSON lines: one record per line, as stored.
+        for r in &records {
+            say!(
+                out,
+                "{}",
+                serde_json::to_string(r).expect("invariant: audit record serializes")
+            );
+        }
+    } else {
+        for r in &records {
+            say!(
+                out,
+                "{} {:<9} {:<10} {:<10} {}@{}",
+                r.time,
+                r.action,
+                r.outcome,
+                r.snapshot
+                    .as_deref()
+                    .map(|s| &s[..s.len().min(8)])
+                    .unwrap_or("-"),
+                r.user,
+                r.host
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `vault gate SNAPSHOT [--deep]`.
+pub(super) fn gate(ctx: &mut Ctx, snapshot: &str, deep: bool) -> Result<i32> {
+    let vault = ctx.open(LockMode::Shared)?;
+    let id = gate_target(&vault, snapshot)?;
+    let results = lkg::evaluate(&vault, &id, deep)?;
+    let passed = gates::all_passed(&results);
+    vault.audit(
+        &AuditRecord::new(
+            "gate",
+            Some(id.to_hex()),
+            if passed { "ok" } else { "rejected" },
+        )
+        .with_detail(json!({"deep": deep, "gates": results})),
+    )?;
+    let out = &mut ctx.out;
+    if ctx.json {
+        out.json(json!({"snapshot": id, "passed": passed, "gates": results}))?;
+    } else {
+        print_gates(out, &results)?;
+        say!(
+            out,
+            "snapshot {}: {}",
+            id.short(),
+            if passed {
+                "every gate passed"
+            } else {
+                "REJECTED"
+            }
+        );
+    }
+    Ok(if passed { exit::OK } else { exit::REJECTED })
+}
+
+/// `vault promote SNAPSHOT`.
+pub(super) fn promote(ctx: &mut Ctx, snapshot: &str) -> Result<i32> {
+    let vault = ctx.open(LockMode::Exclusive)?;
+    let id = gate_target(&vault, snapshot)?;
+    let p = lkg::promote(&vault, &id)?;
+    let out = &mut ctx.out;
+    if ctx.json {
+        out.json(json!(p))?;
+    } else {
+        print_gates(out, &p.gates)?;
+        if p.promoted {
+            say!(out, "promoted {} to last-known-good", id.short());
+        } else {
+            say!(
+                out,
+                "REJECTED: {} not promoted; the last-known-good did not move",
+                id.short()
+            );
+        }
+    }
+    Ok(if p.promoted { exit::OK } else { exit::REJECTED })
+}
+
+/// The snapshot a gate run concerns. A full id is taken as given, so that a missing manifest is
+/// the manifest gate's verdict rather than a lookup error.
+fn gate_target(vault: &Vault, reference: &str) -> Result<SnapshotId> {
+    match SnapshotId::from_hex(reference) {
+        Ok(id) => Ok(id),
+        Err(_) => Ok(vault.resolve(reference)?.0),
+    }
+}
+
+/// One line per gate, then its reasons indented; shared with `vault snapshot`.
+pub(super) fn print_gates(out: &mut Out, results: &[GateResult]) -> Result<()> {
+    for g in results {
+        say!(
+            out,
+            "gate {:<13} {}",
+            g.gate,
+            if g.passed { "passed" } else { "FAILED" }
+        );
+        for r in &g.reasons {
+            say!(out, "  {r}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The read-only views: `vault status`, `vault snapshots` and `vault ls`. Each takes a shared lock
+//! and prints what the library reports; none changes the vault.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{exit, say, Ctx, UNENCRYPTED_WARNING};
+use crate::error::Result;
+use crate::gates;
+use crate::lkg;
+use crate::lock::LockMode;
+use crate::manifest::Manifest;
+use crate::util::human_bytes;
+
+/// `vault status`.
+pub(super) fn status(ctx: &mut Ctx) -> Result<i32> {
+    let vault = ctx.open(LockMode::Shared)?;
+    let (snaps, bad) = vault.snapshots()?;
+    let lkg = lkg::read(&vault)?;
+    let rejected = snaps
+        .iter()
+        .filter(|(_, m)| m.gates.as_ref().is_some_and(|g| !gates::all_passed(g)))
+        .count();
+    let safety = snaps.iter().filter(|(_, m)| m.safety).count();
+    let keys = vault.key_files()?.len();
+    let packs = vault.pack_files()?;
+    let pack_bytes: u64 = packs.values().sum();
+    let lkg_age = lkg.as_ref().and_then(|r| {
+        humantime::parse_rfc3339_weak(&r.promoted_at)
+            .ok()
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+    });
+    let encrypted = vault.config.is_encrypted();
+    let out = &mut ctx.out;
+    if ctx.json {
+        out.json(json!({
+            "vault": vault.root(), "id": vault.config.id, "format": vault.config.version,
+            "encryption": vault.config.encryption, "encrypted": encrypted,
+            "key": vault.key_id(), "keys": keys,
+            "snapshots": snaps.len(), "rejected": rejected, "safety": safety,
+            "unreadable": bad.len(), "packs": packs.len(), "pack_bytes": pack_bytes,
+            "lkg": lkg.as_ref().map(|r| r.snapshot),
+            "lkg_promoted_at": lkg.as_ref().map(|r| r.promoted_at.clone()),
+            "lkg_age_seconds": lkg_age.map(|d| d.as_secs()),
+        }))?;
+    } else {
+        say!(out, "vault       {}", vault.root().display());
+        say!(out, "id          {}", &vault.config.id[..16]);
+        say!(out, "format      {}", vault.config.version);
+        if encrypted {
+            say!(
+                out,
+                "encryption  {} (opened with key {}, {keys} key file(s))",
+                vault.config.encryption,
+                vault.key_id().map_or("-", |k| &k[..8])
+            );
+        } else {
+            say!(out, "encryption  NONE");
+            say!(out, "{UNENCRYPTED_WARNING}");
+        }
+        say!(
+            out,
+            "snapshots   {} ({rejected} rejected by a gate, {safety} safety){}",
+            snaps.len(),
+            if bad.is_empty() {
+                String::new()
+            } else {
+                format!(", {} UNREADABLE", bad.len())
+            }
+        );
+        say!(
+            out,
+            "packs       {} ({})",
+            packs.len(),
+            human_bytes(pack_bytes)
+        );
+        match (&lkg, lkg_age) {
+            (Some(r), Some(age)) => say!(
+                out,
+                "last-known-good  {} promoted {} ({} ago)",
+                r.snapshot.short(),
+                r.promoted_at,
+                humantime::format_duration(Duration::from_secs(age.as_secs()))
+            ),
+            (Some(r), None) => say!(
+                out,
+                "last-known-good  {} promoted {}",
+                r.snapshot.short(),
+                r.promoted_at
+            ),
+            (None, _) => say!(out, "last-known-good  none yet"),
+        }
+    }
+    Ok(if bad.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
+}
+
+/// The gates column: `-` when never gated, else `passed` or `rejected:` and the failed gates.
+fn gate_status(m: &Manifest) -> String {
+    match &m.gates {
+        None => "-".into(),
+        Some(g) if gates::all_passed(g) => "passed".into(),
+        Some(g) => format!(
+            "rejected:{}",
+            g.iter()
+                .filter(|r| !r.passed)
+                .map(|r| r.gate.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    }
+}
+
+/// `vault snapshots`.
+pub(super) fn snapshots(ctx: &mut Ctx) -> Result<i32> {
+    let vault = ctx.open(LockMode::Shared)?;
+    let (snaps, bad) = vault.snapshots()?;
+    for e in &bad {
+        eprintln!("warning: {}", e.full());
+    }
+    if !vault.config.is_encrypted() {
+        eprintln!("{UNENCRYPTED_WARNING}");
+    }
+    let lkg_id = lkg::read(&vault)?.map(|r| r.snapshot);
+    let out = &mut ctx.out;
+    if ctx.json {
+        let list: Vec<_> = snaps
+            .iter()
+            .map(|(id, m)| {
+                json!({"id": id, "time": m.time, "host": m.host, "paths": m.paths.iter().map(|p| &p.path).collect::<Vec<_>>(),
+                       "files": m.stats.files, "bytes": m.stats.bytes, "bytes_added": m.stats.bytes_stored,
+                       "partial": m.partial, "safety": m.safety, "parent": m.parent, "gates": gate_status(m),
+                       "lkg": lkg_id == Some(*id)})
+            })
+            .collect();
+        out.json(json!(list))?;
+    } else {
+        say!(
+            out,
+            "{:<10} {:<20} {:>9} {:>10} {:>10}  {:<18} paths",
+            "id",
+            "time",
+            "files",
+            "size",
+            "added",
+            "gates"
+        );
+        for (id, m) in &snaps {
+            let paths: Vec<&str> = m.paths.iter().map(|p| p.path.as_str()).collect();
+            say!(
+                out,
+                "{:<10} {:<20} {:>9} {:>10} {:>10}  {:<18} {}{}{}{}",
+                id.short(),
+                m.time.get(..19).unwrap_or(&m.time).replace('T', " "),
+                m.stats.files,
+                human_bytes(m.stats.bytes),
+                human_bytes(m.stats.bytes_stored),
+                gate_status(m),
+                paths.join(" "),
+                if m.partial { " (partial)" } else { "" },
+                if m.safety { " (safety)" } else { "" },
+                if lkg_id == Some(*id) {
+                    "  <- last-known-good"
+                } else {
+                    ""
+                }
+            );
+        }
+        say!(out, "{} snapshot(s)", snaps.len());
+    }
+    Ok(if bad.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
+}
+
+/// `vault ls SNAPSHOT [PATH]`.
+pub(super) fn ls(ctx: &mut Ctx, snapshot: &str, path: Option<&str>) -> Result<i32> {
+    let vault = ctx.open(LockMode::Shared)?;
+    let (_, m) = vault.resolve(snapshot)?;
+    let reader = vault.blob_reader()?;
+    let list = crate::ls::list(&reader, &m, path)?;
+    if ctx.json {
+        ctx.out.json(json!(list))?;
+    } else {
+        for l in &list {
+            let link = l
+                .target
+                .as_ref()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default();
+            say!(
+                ctx.out,
+                "{:<7} {:>6o} {:>12}  {}{}",
+                l.kind,
+                l.mode & 0o7777,
+                l.size,
+                l.path,
+                link
+            );
+        }
+    }
+    Ok(exit::OK)
+}

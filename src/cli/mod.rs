@@ -1,0 +1,337 @@
+//! The command line: argument structs and the printing of results. No vault logic lives here;
+//! each command builds an options struct and calls the library.
+//!
+//! This file holds the clap definitions, the exit codes and [`run`], which only dispatches: one
+//! file per command group does the printing (`keys` for init and key files, `snapshot`, `list`
+//! for snapshots/ls/status, `restore`, `check` for verify, reindex, gates, promote and audit).
+
+use std::io::{StdoutLock, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::keys::{KeyError, SecretSource};
+use crate::lock::LockMode;
+use crate::vault::Vault;
+
+// Declared before `say!` so that each file imports the macro by path, not by textual scope.
+mod check;
+mod keys;
+mod list;
+mod restore;
+mod snapshot;
+
+/// Writes one line to [`Out`], formatted like `writeln!`; a failed write returns the
+/// `Error::io("stdout", ..)` from the enclosing function.
+macro_rules! say {
+    ($out:expr, $($t:tt)*) => { $out.line(format_args!($($t)*))? };
+}
+pub(crate) use say;
+
+/// Printed wherever an unencrypted vault is shown.
+const UNENCRYPTED_WARNING: &str = "WARNING: this vault is NOT encrypted (--encryption none): \
+     anyone who can read its files can read every snapshot";
+
+/// Standard output, held locked for the whole command. Every result goes through here so that a
+/// failed write is always `Error::io("stdout", ..)` (a broken pipe then exits 0 in `main`).
+struct Out {
+    lock: StdoutLock<'static>,
+}
+
+impl Out {
+    fn stdout() -> Self {
+        Out {
+            lock: std::io::stdout().lock(),
+        }
+    }
+
+    /// One line of human output; use the [`say!`] macro rather than calling this directly.
+    fn line(&mut self, args: std::fmt::Arguments<'_>) -> Result<()> {
+        writeln!(self.lock, "{args}").map_err(|e| Error::io("stdout", e))
+    }
+
+    /// A JSON value, pretty-printed, followed by a newline.
+    fn json(&mut self, value: serde_json::Value) -> Result<()> {
+        let text = serde_json::to_string_pretty(&value).expect("invariant: JSON value serializes");
+        say!(self, "{text}");
+        Ok(())
+    }
+}
+
+/// What every command needs from the global flags, plus stdout.
+struct Ctx {
+    root: PathBuf,
+    json: bool,
+    secrets: SecretSource,
+    wait: Option<Duration>,
+    out: Out,
+}
+
+impl Ctx {
+    /// Opens the vault at `root` with the global `--wait` and password sources.
+    fn open(&self, mode: LockMode) -> Result<Vault> {
+        Vault::open(&self.root, mode, self.wait, &self.secrets)
+    }
+}
+
+/// Exit codes; README.md documents them and scripts rely on them.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const USAGE: i32 = 2;
+    /// The snapshot completed but some files could not be read.
+    pub const PARTIAL: i32 = 3;
+    /// `verify` found damage, or `restore` could not restore every entry.
+    pub const DAMAGED: i32 = 4;
+    /// The snapshot was kept but a gate rejected it: the last-known-good did not move.
+    pub const REJECTED: i32 = 5;
+    pub const NO_VAULT: i32 = 10;
+    pub const LOCKED: i32 = 11;
+    /// Wrong password or key file, or no password given, for an encrypted vault.
+    pub const KEY: i32 = 12;
+}
+
+/// AtlasVault: deduplicating, verified snapshots of your stack.
+#[derive(Debug, Parser)]
+#[command(name = "vault", version, about)]
+pub struct Cli {
+    /// The vault directory.
+    #[arg(long, global = true, env = "VAULT_DIR", value_name = "DIR")]
+    pub vault: Option<PathBuf>,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Wait this long for a locked vault (e.g. `30s`, `5m`) instead of failing at once.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait: Option<Duration>,
+    /// Read the vault password from this file (else VAULT_PASSWORD_FILE, VAULT_PASSWORD_COMMAND,
+    /// VAULT_KEY_FILE, or a prompt on a terminal).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Open the vault with this raw key file instead of a password.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new vault (encrypted unless --encryption none).
+    Init(InitArgs),
+    /// Show the vault: where, format, encryption, keys, snapshots and the last-known-good.
+    Status,
+    /// Manage the key files that unlock an encrypted vault.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Snapshot one or more paths.
+    Snapshot(SnapshotArgs),
+    /// List snapshots.
+    Snapshots,
+    /// List the entries of a snapshot.
+    Ls {
+        /// Snapshot id, unique id prefix, or `latest`.
+        snapshot: String,
+        /// Only entries at or below this snapshot path.
+        path: Option<String>,
+    },
+    /// Restore a snapshot into a directory.
+    Restore(RestoreArgs),
+    /// Check the vault's integrity.
+    Verify(VerifyArgs),
+    /// Rebuild index.sqlite from the packs.
+    Reindex,
+    /// Print the audit log.
+    Audit(AuditArgs),
+    /// Re-run the gates on a snapshot and report.
+    Gate {
+        /// Snapshot id, unique id prefix, or `latest`.
+        snapshot: String,
+        /// Also re-read and re-hash every blob the snapshot references.
+        #[arg(long)]
+        deep: bool,
+    },
+    /// Re-run the gates and make the snapshot last-known-good only if all pass.
+    Promote {
+        /// Snapshot id, unique id prefix, or `latest`.
+        snapshot: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only records at or after this time (RFC 3339, e.g. 2026-11-23T20:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = humantime::parse_rfc3339_weak)]
+    pub since: Option<std::time::SystemTime>,
+    /// Only records of this action (snapshot, promote, restore, verify, ...).
+    #[arg(long, value_name = "A")]
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Add a key file for a new password (or raw key file), wrapping the same master key.
+    Add(NewKeyArgs),
+    /// List the key files.
+    List,
+    /// Remove a key file by id or unique id prefix (not the one in use, not the last one).
+    Remove {
+        /// Key id or unique prefix, as `vault key list` shows it.
+        id: String,
+    },
+    /// Change the password: add a key file for the new one, then remove the one in use.
+    Passwd(NewKeyArgs),
+}
+
+/// Where a new secret comes from, and its argon2id cost.
+#[derive(Debug, Args)]
+pub struct NewKeyArgs {
+    /// Read the new password from this file (else asked twice on a terminal).
+    #[arg(long, value_name = "FILE", conflicts_with = "new_key_file")]
+    pub new_password_file: Option<PathBuf>,
+    /// Use this raw key file (32 bytes or more of random data) instead of a password.
+    #[arg(long, value_name = "FILE")]
+    pub new_key_file: Option<PathBuf>,
+    /// argon2id memory per password guess, KiB (default 65536: 64 MiB).
+    #[arg(long, value_name = "KIB")]
+    pub argon2_memory_kib: Option<u32>,
+    /// argon2id passes over that memory (default 3).
+    #[arg(long, value_name = "N")]
+    pub argon2_iterations: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncryptionArg {
+    /// XChaCha20-Poly1305 with argon2id-wrapped keys (the default).
+    #[value(name = "xchacha20-poly1305")]
+    Xchacha20Poly1305,
+    /// No encryption: only for a vault that never leaves a disk you trust.
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// How the vault's objects are sealed.
+    #[arg(long, value_enum, default_value = "xchacha20-poly1305")]
+    pub encryption: EncryptionArg,
+    #[command(flatten)]
+    pub key: NewKeyArgs,
+    /// FastCDC minimum chunk size in bytes.
+    #[arg(long, hide = true)]
+    pub chunk_min: Option<u32>,
+    /// FastCDC average chunk size in bytes.
+    #[arg(long, hide = true)]
+    pub chunk_avg: Option<u32>,
+    /// FastCDC maximum chunk size in bytes.
+    #[arg(long, hide = true)]
+    pub chunk_max: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Files or directories to snapshot.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Leave out paths matching this gitignore-style glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Read every file, ignoring the parent snapshot.
+    #[arg(long)]
+    pub no_parent: bool,
+    /// Take the snapshot and run the gates, but leave the last-known-good where it is.
+    #[arg(long)]
+    pub no_promote: bool,
+    /// Store files matching this glob only as templates, secrets redacted (repeatable; adds to
+    /// the defaults openclaw.json, .env and .env.*). A glob with `/` matches the path below the
+    /// snapshotted directory, one without matches the file name.
+    #[arg(long, value_name = "GLOB")]
+    pub template_only: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id, unique id prefix, or `latest`.
+    #[arg(required_unless_present = "lkg", conflicts_with = "lkg")]
+    pub snapshot: Option<String>,
+    /// Restore the last-known-good snapshot.
+    #[arg(long)]
+    pub lkg: bool,
+    /// Directory to restore into.
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Restore only this snapshot path and what is below it (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub include: Vec<String>,
+    /// Restore into a non-empty target, replacing files.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Read and re-hash every blob.
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read and re-hash a random share of the packs, e.g. `10%`.
+    #[arg(long, value_name = "N%", value_parser = parse_percent, conflicts_with = "read_data")]
+    pub read_data_subset: Option<f64>,
+}
+
+fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage like 10%"))?;
+    if v > 0.0 && v <= 100.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} is outside (0%, 100%]"))
+    }
+}
+
+/// Maps a library error to its exit code.
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::NoVault { .. } => exit::NO_VAULT,
+        Error::Locked { .. } => exit::LOCKED,
+        Error::Key(KeyError::WrongSecret | KeyError::NoSecret(_)) => exit::KEY,
+        Error::Corrupt { .. } | Error::Missing { .. } => exit::DAMAGED,
+        _ => exit::ERROR,
+    }
+}
+
+fn default_vault() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("atlasvault")
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    let mut ctx = Ctx {
+        root: cli.vault.unwrap_or_else(default_vault),
+        json: cli.json,
+        secrets: SecretSource::from_env_and(cli.password_file, cli.key_file),
+        wait: cli.wait,
+        out: Out::stdout(),
+    };
+    let ctx = &mut ctx;
+    match cli.command {
+        Command::Init(a) => keys::init(ctx, &a),
+        Command::Status => list::status(ctx),
+        Command::Key(k) => keys::key(ctx, k),
+        Command::Snapshot(a) => snapshot::run(ctx, a),
+        Command::Snapshots => list::snapshots(ctx),
+        Command::Ls { snapshot, path } => list::ls(ctx, &snapshot, path.as_deref()),
+        Command::Restore(a) => restore::run(ctx, a),
+        Command::Verify(a) => check::verify(ctx, &a),
+        Command::Reindex => check::reindex(ctx),
+        Command::Audit(a) => check::audit(ctx, &a),
+        Command::Gate { snapshot, deep } => check::gate(ctx, &snapshot, deep),
+        Command::Promote { snapshot } => check::promote(ctx, &snapshot),
+    }
+}

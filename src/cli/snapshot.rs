@@ -1,0 +1,98 @@
+//! `vault snapshot`: take a snapshot, run the gates, and promote it to last-known-good unless
+//! told not to. The snapshot itself is [`crate::snapshot`]'s; promotion is [`crate::lkg`]'s.
+
+use serde_json::json;
+
+use super::check::print_gates;
+use super::{exit, say, Ctx, SnapshotArgs};
+use crate::error::Result;
+use crate::lkg;
+use crate::lock::LockMode;
+use crate::progress::Progress;
+use crate::snapshot::SnapshotOptions;
+use crate::util::human_bytes;
+
+/// `vault snapshot PATH...`.
+pub(super) fn run(ctx: &mut Ctx, a: SnapshotArgs) -> Result<i32> {
+    let mut vault = ctx.open(LockMode::Exclusive)?;
+    let opts = SnapshotOptions {
+        paths: a.paths,
+        excludes: a.exclude,
+        no_parent: a.no_parent,
+        threads: 0,
+        template_only: a.template_only,
+        safety: false,
+    };
+    let progress = if ctx.json {
+        Progress::hidden()
+    } else {
+        Progress::bytes_bar("snapshot")
+    };
+    let done = crate::snapshot::snapshot(&mut vault, &opts, &progress)?;
+    let m = &done.manifest;
+    let s = &m.stats;
+    for w in &m.warnings {
+        eprintln!("warning: {w}");
+    }
+    let dedup = if s.bytes_read == 0 {
+        0.0
+    } else {
+        1.0 - s.bytes_new.min(s.bytes_read) as f64 / s.bytes_read as f64
+    };
+    let promotion = if a.no_promote {
+        None
+    } else {
+        Some(lkg::promote(&vault, &done.id)?)
+    };
+    let gates = promotion.as_ref().map(|p| &p.gates).or(m.gates.as_ref());
+    let out = &mut ctx.out;
+    if ctx.json {
+        out.json(json!({
+            "id": done.id, "time": m.time, "parent": m.parent, "partial": m.partial,
+            "files": s.files, "dirs": s.dirs, "bytes": s.bytes, "bytes_read": s.bytes_read,
+            "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
+            "files_unchanged": s.files_unchanged,
+            "dedup_ratio": dedup, "duration_ms": s.duration_ms, "warnings": m.warnings,
+            "gates": gates, "promoted": promotion.as_ref().map(|p| p.promoted),
+            "template_only": m.template_only,
+        }))?;
+    } else {
+        say!(
+            out,
+            "snapshot {} saved: {} files, {} dirs, {} total; read {}, new {} ({} stored) in {:.1}s{}",
+            done.id.short(),
+            s.files,
+            s.dirs,
+            human_bytes(s.bytes),
+            human_bytes(s.bytes_read),
+            human_bytes(s.bytes_new),
+            human_bytes(s.bytes_stored),
+            s.duration_ms as f64 / 1000.0,
+            if m.partial { " (PARTIAL: some files could not be read)" } else { "" }
+        );
+        if let Some(t) = m.template_only.as_ref().filter(|t| t.templated > 0) {
+            say!(
+                out,
+                "{} file(s) stored as templates, secrets redacted (template_only)",
+                t.templated
+            );
+        }
+        print_gates(out, gates.map(Vec::as_slice).unwrap_or_default())?;
+        match &promotion {
+            Some(p) if p.promoted => {
+                say!(out, "promoted {} to last-known-good", done.id.short())
+            }
+            Some(_) => say!(
+                out,
+                "REJECTED: {} is kept but not promoted; the last-known-good did not move",
+                done.id.short()
+            ),
+            None => say!(out, "not promoted (--no-promote)"),
+        }
+    }
+    Ok(match promotion {
+        Some(p) if !p.promoted => exit::REJECTED,
+        _ if m.partial => exit::PARTIAL,
+        _ => exit::OK,
+    })
+}
