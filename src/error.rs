@@ -69,9 +69,17 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// The command line lacks something it needs (exit code 2, like clap's own usage errors).
+    #[error("{0}")]
+    Usage(String),
+
     /// A key or secret problem: a wrong password, no password given, an unreadable key file.
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+
+    /// `vault.toml` is unreadable or invalid (the message names file, line and column).
+    #[error(transparent)]
+    VaultFile(#[from] crate::vaultfile::ConfigError),
 }
 
 impl Error {

@@ -62,6 +62,7 @@ pub mod template;
 pub mod tree;
 pub mod util;
 pub mod vault;
+pub mod vaultfile;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -66,6 +66,18 @@ pub struct SnapshotOptions {
     pub template_only: Vec<String>,
     /// Mark the snapshot as a safety snapshot (taken before a restore overwrites a target).
     pub safety: bool,
+    /// Named sources (from `vault.toml`), snapshotted as root entries of those names, instead of
+    /// `paths`.
+    pub sources: Vec<NamedSource>,
+}
+
+/// A tree source of the config file: its root entry is `name`, not the path's last component.
+#[derive(Debug, Clone, Default)]
+pub struct NamedSource {
+    pub name: String,
+    pub path: PathBuf,
+    /// gitignore-style globs left out of this source only.
+    pub excludes: Vec<String>,
 }
 
 /// The result of a snapshot run.
@@ -169,7 +181,11 @@ pub fn snapshot(
     progress: &Progress,
 ) -> Result<SnapshotOutcome> {
     let started = Instant::now();
-    let roots = resolve_roots(&opts.paths)?;
+    let roots = if opts.sources.is_empty() {
+        resolve_roots(&opts.paths)?
+    } else {
+        named_roots(&opts.sources)?
+    };
     let rules = WalkRules {
         excludes: opts.excludes.clone(),
         vault: std::fs::metadata(vault.root())
@@ -177,7 +193,7 @@ pub fn snapshot(
             .at(vault.root())?,
     };
     for r in roots.iter().filter(|r| r.meta.is_dir()) {
-        build_walk(&r.path, &rules)?; // bad --exclude globs fail here, before any work
+        build_walk(r, &rules)?; // bad --exclude globs fail here, before any work
     }
     let mut globs: Vec<String> = DEFAULT_TEMPLATE_ONLY_GLOBS
         .iter()
@@ -395,6 +411,34 @@ struct Root {
     path: PathBuf,
     name: Vec<u8>,
     meta: Metadata,
+    /// Excludes of this root only (a config source's), besides `--exclude`.
+    excludes: Vec<String>,
+}
+
+/// The roots of named sources: each must exist; its entry is named after the source.
+fn named_roots(sources: &[NamedSource]) -> Result<Vec<Root>> {
+    let mut roots: Vec<Root> = Vec::new();
+    for src in sources {
+        let abs = normalize(&std::path::absolute(&src.path).at(&src.path)?);
+        let meta = std::fs::symlink_metadata(&abs).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Invalid(format!(
+                "source {}: {}: no such file or directory",
+                src.name,
+                src.path.display()
+            )),
+            _ => Error::io(&abs, e),
+        })?;
+        if roots.iter().any(|r| r.name == src.name.as_bytes()) {
+            return Err(Error::Invalid(format!("source {} named twice", src.name)));
+        }
+        roots.push(Root {
+            path: abs,
+            name: src.name.as_bytes().to_vec(),
+            meta,
+            excludes: src.excludes.clone(),
+        });
+    }
+    Ok(roots)
 }
 
 /// Makes every path absolute (without following a final symlink) and names its root entry.
@@ -431,6 +475,7 @@ fn resolve_roots(paths: &[PathBuf]) -> Result<Vec<Root>> {
             path: abs,
             name,
             meta,
+            excludes: Vec::new(),
         });
     }
     Ok(roots)
@@ -536,8 +581,7 @@ impl Walker<'_> {
             let parent_entry = parent_root.and_then(|t| t.get(&root.name));
             if root.meta.is_dir() {
                 let parent_tree = self.parent_subtree(parent_entry);
-                let subtree =
-                    self.walk_dir(&root.path, &root.meta, root.name.clone(), parent_tree)?;
+                let subtree = self.walk_dir(root, parent_tree)?;
                 top.push(Pending::Ready(subtree));
             } else if let Some(p) =
                 self.classify(&root.path, root.name.clone(), &root.meta, parent_entry)?
@@ -557,19 +601,13 @@ impl Walker<'_> {
     }
 
     /// Walks one directory tree and returns its entry (with the subtree id filled in).
-    fn walk_dir(
-        &mut self,
-        root: &Path,
-        meta: &Metadata,
-        name: Vec<u8>,
-        parent: Option<Tree>,
-    ) -> std::result::Result<Entry, Stop> {
+    fn walk_dir(&mut self, root: &Root, parent: Option<Tree>) -> std::result::Result<Entry, Stop> {
         let walk = build_walk(root, self.rules).map_err(Some)?;
         let mut stack: Vec<OpenDir> = vec![OpenDir {
             depth: 0,
             entry: entry_from(
-                name,
-                meta,
+                root.name.clone(),
+                &root.meta,
                 Node::Dir {
                     subtree: BlobId([0; 32]),
                 },
@@ -854,9 +892,9 @@ struct WalkRules {
     vault: (u64, u64),
 }
 
-fn build_walk(root: &Path, rules: &WalkRules) -> Result<ignore::Walk> {
-    let mut overrides = ignore::overrides::OverrideBuilder::new(root);
-    for glob in &rules.excludes {
+fn build_walk(root: &Root, rules: &WalkRules) -> Result<ignore::Walk> {
+    let mut overrides = ignore::overrides::OverrideBuilder::new(&root.path);
+    for glob in rules.excludes.iter().chain(&root.excludes) {
         overrides
             .add(&format!("!{glob}"))
             .map_err(|e| Error::Invalid(format!("--exclude {glob:?}: {e}")))?;
@@ -864,7 +902,7 @@ fn build_walk(root: &Path, rules: &WalkRules) -> Result<ignore::Walk> {
     let overrides = overrides
         .build()
         .map_err(|e| Error::Invalid(format!("--exclude: {e}")))?;
-    Ok(ignore::WalkBuilder::new(root)
+    Ok(ignore::WalkBuilder::new(&root.path)
         .hidden(false)
         .parents(false)
         .ignore(true)
@@ -891,7 +929,7 @@ fn estimate_total(roots: &[Root], rules: &WalkRules, progress: &Progress) {
             progress.inc_total(r.meta.len());
             continue;
         }
-        let Ok(walk) = build_walk(&r.path, rules) else {
+        let Ok(walk) = build_walk(r, rules) else {
             return;
         };
         for d in walk.flatten() {

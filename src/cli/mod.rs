@@ -15,9 +15,11 @@ use crate::error::{Error, Result};
 use crate::keys::{KeyError, SecretSource};
 use crate::lock::LockMode;
 use crate::vault::Vault;
+use crate::vaultfile::VaultFile;
 
 // Declared before `say!` so that each file imports the macro by path, not by textual scope.
 mod check;
+mod config;
 mod keys;
 mod list;
 mod restore;
@@ -63,6 +65,8 @@ impl Out {
 /// What every command needs from the global flags, plus stdout.
 struct Ctx {
     root: PathBuf,
+    /// The config file, when one was found and the command needs it.
+    config: Option<VaultFile>,
     json: bool,
     secrets: SecretSource,
     wait: Option<Duration>,
@@ -71,8 +75,13 @@ struct Ctx {
 
 impl Ctx {
     /// Opens the vault at `root` with the global `--wait` and password sources.
+    /// The config file's gate settings, when there is one, replace `config.json`'s for the run.
     fn open(&self, mode: LockMode) -> Result<Vault> {
-        Vault::open(&self.root, mode, self.wait, &self.secrets)
+        let mut vault = Vault::open(&self.root, mode, self.wait, &self.secrets)?;
+        if let Some(file) = &self.config {
+            vault.config.gates = file.gates.clone();
+        }
+        Ok(vault)
     }
 }
 
@@ -113,6 +122,9 @@ pub struct Cli {
     /// Open the vault with this raw key file instead of a password.
     #[arg(long, global = true, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// The config file (else VAULT_CONFIG, else ./vault.toml when there is one).
+    #[arg(long, global = true, env = "VAULT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -126,6 +138,9 @@ pub enum Command {
     /// Manage the key files that unlock an encrypted vault.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Check the config file, or print a commented example of one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Snapshot one or more paths.
     Snapshot(SnapshotArgs),
     /// List snapshots.
@@ -168,6 +183,15 @@ pub struct AuditArgs {
     /// Only records of this action (snapshot, promote, restore, verify, ...).
     #[arg(long, value_name = "A")]
     pub action: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config file: unknown keys, bad values and secrets in it are errors naming
+    /// line and column.
+    Check,
+    /// Print a commented example that shows every option.
+    Example,
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,9 +255,12 @@ pub struct InitArgs {
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
-    /// Files or directories to snapshot.
-    #[arg(required = true, value_name = "PATH")]
+    /// Files or directories to snapshot; none: every source of the config file.
+    #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Only this source of the config file (repeatable).
+    #[arg(long, value_name = "NAME", conflicts_with = "paths")]
+    pub source: Vec<String>,
     /// Leave out paths matching this gitignore-style glob (repeatable).
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
@@ -296,6 +323,7 @@ pub fn exit_code(e: &Error) -> i32 {
     match e {
         Error::NoVault { .. } => exit::NO_VAULT,
         Error::Locked { .. } => exit::LOCKED,
+        Error::Usage(_) => exit::USAGE,
         Error::Key(KeyError::WrongSecret | KeyError::NoSecret(_)) => exit::KEY,
         Error::Corrupt { .. } | Error::Missing { .. } => exit::DAMAGED,
         _ => exit::ERROR,
@@ -312,8 +340,28 @@ fn default_vault() -> PathBuf {
 
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+    let found = VaultFile::locate(cli.config.as_deref(), None, &cwd);
+    // The config is read when it names the vault, lists the sources, or is what is asked about;
+    // a command given --vault and its paths runs without it.
+    let needed = match &cli.command {
+        Command::Config(ConfigCommand::Example) => false,
+        Command::Config(ConfigCommand::Check) => true,
+        Command::Snapshot(a) if a.paths.is_empty() => true,
+        _ => cli.vault.is_none() || cli.config.is_some(),
+    };
+    let config = match (&found, needed) {
+        (Some(path), true) => Some(VaultFile::load(path)?),
+        _ => None,
+    };
+    let root = cli
+        .vault
+        .clone()
+        .or_else(|| config.as_ref().map(|c| c.vault.clone()))
+        .unwrap_or_else(default_vault);
     let mut ctx = Ctx {
-        root: cli.vault.unwrap_or_else(default_vault),
+        root,
+        config,
         json: cli.json,
         secrets: SecretSource::from_env_and(cli.password_file, cli.key_file),
         wait: cli.wait,
@@ -333,5 +381,6 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Audit(a) => check::audit(ctx, &a),
         Command::Gate { snapshot, deep } => check::gate(ctx, &snapshot, deep),
         Command::Promote { snapshot } => check::promote(ctx, &snapshot),
+        Command::Config(c) => config::run(ctx, c, found.as_deref()),
     }
 }

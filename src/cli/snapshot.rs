@@ -5,23 +5,31 @@ use serde_json::json;
 
 use super::check::print_gates;
 use super::{exit, say, Ctx, SnapshotArgs};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lkg;
 use crate::lock::LockMode;
 use crate::progress::Progress;
-use crate::snapshot::SnapshotOptions;
+use crate::snapshot::{NamedSource, SnapshotOptions};
 use crate::util::human_bytes;
+use crate::vaultfile::SourceKind;
 
-/// `vault snapshot PATH...`.
+/// `vault snapshot PATH...`, or `vault snapshot [--source NAME]...` from the config file.
 pub(super) fn run(ctx: &mut Ctx, a: SnapshotArgs) -> Result<i32> {
+    let mut template_only = a.template_only;
+    let sources = if a.paths.is_empty() {
+        config_sources(ctx, &a.source, &mut template_only)?
+    } else {
+        Vec::new()
+    };
     let mut vault = ctx.open(LockMode::Exclusive)?;
     let opts = SnapshotOptions {
         paths: a.paths,
         excludes: a.exclude,
         no_parent: a.no_parent,
         threads: 0,
-        template_only: a.template_only,
+        template_only,
         safety: false,
+        sources,
     };
     let progress = if ctx.json {
         Progress::hidden()
@@ -95,4 +103,72 @@ pub(super) fn run(ctx: &mut Ctx, a: SnapshotArgs) -> Result<i32> {
         _ if m.partial => exit::PARTIAL,
         _ => exit::OK,
     })
+}
+
+/// The config file's sources to snapshot (all, or those `--source` names), as named roots; their
+/// `template_only` globs are added to `template_only`.
+fn config_sources(
+    ctx: &Ctx,
+    wanted: &[String],
+    template_only: &mut Vec<String>,
+) -> Result<Vec<NamedSource>> {
+    let Some(file) = &ctx.config else {
+        return Err(Error::Usage(
+            "nothing to snapshot: give PATHs, or sources in a config file (--config FILE, \
+             VAULT_CONFIG, or ./vault.toml)"
+                .into(),
+        ));
+    };
+    for name in wanted {
+        if file.source(name).is_none() {
+            let known: Vec<&str> = file.sources.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::Invalid(format!(
+                "--source {name}: no such source in the config (it has: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    for src in &file.sources {
+        if !wanted.is_empty() && !wanted.contains(&src.name) {
+            continue;
+        }
+        match &src.kind {
+            SourceKind::Tree { path, excludes, .. } => {
+                for g in file.template_only_for(src) {
+                    if !template_only.contains(&g) {
+                        template_only.push(g);
+                    }
+                }
+                out.push(NamedSource {
+                    name: src.name.clone(),
+                    path: path.clone(),
+                    excludes: excludes.clone(),
+                });
+            }
+            other => {
+                return Err(Error::Invalid(format!(
+                    "source {}: {} sources are not supported by this build yet; snapshot the tree \
+                     sources with --source NAME",
+                    src.name,
+                    kind_name(other)
+                )))
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Invalid(
+            "the config file has no sources to snapshot".into(),
+        ));
+    }
+    Ok(out)
+}
+
+fn kind_name(kind: &SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Tree { .. } => "tree",
+        SourceKind::Postgres { .. } => "postgres",
+        SourceKind::Sqlite { .. } => "sqlite",
+        SourceKind::Command { .. } => "command",
+    }
 }

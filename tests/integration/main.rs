@@ -2,6 +2,7 @@
 //! per area.
 
 mod common;
+mod config;
 mod craft;
 
 mod audit;
