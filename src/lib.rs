@@ -58,6 +58,7 @@ pub mod progress;
 pub mod restore;
 pub mod snapshot;
 pub mod stored;
+pub mod stream;
 pub mod template;
 pub mod tree;
 pub mod util;

@@ -62,6 +62,28 @@ pub struct TemplateReport {
     pub refused: Vec<String>,
 }
 
+/// One dump stream of a snapshot (see [`crate::stream`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamRecord {
+    /// The source's name (the root entry holding the stream).
+    pub source: String,
+    /// `command`, `stdin` or `sqlite`.
+    pub kind: String,
+    /// Snapshot path of the stored stream, `SOURCE/FILE`.
+    pub path: String,
+    pub bytes: u64,
+    /// sha256 of the stream as produced, hex.
+    pub sha256: String,
+    /// False when the source failed: the snapshot is then not promotable.
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why the source failed (exit status, stderr's end, integrity_check), never data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
 /// The manifest of one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +107,9 @@ pub struct Manifest {
     /// never promoted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub safety: bool,
+    /// Dump streams (command output, stdin, SQLite backups) and how their sources ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<StreamRecord>,
     /// Gate results at snapshot time; outside the hashed bytes because the gates check them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates: Option<Vec<crate::gates::GateResult>>,
@@ -172,6 +197,7 @@ mod tests {
             partial: false,
             template_only: None,
             safety: false,
+            streams: vec![],
             gates: None,
             sha256: None,
         }

@@ -41,6 +41,7 @@ use crate::index::Index;
 use crate::manifest::{Manifest, SourcePath, Stats, TemplateReport, MANIFEST_FORMAT};
 use crate::pack::PackWriter;
 use crate::progress::Progress;
+use crate::stream::{self, StreamSource};
 use crate::template::{self, TemplatePolicy, DEFAULT_TEMPLATE_ONLY_GLOBS, TEMPLATE_MAX_BYTES};
 use crate::tree::{Entry, Node, Tree};
 use crate::vault::{BlobReader, Vault};
@@ -69,6 +70,8 @@ pub struct SnapshotOptions {
     /// Named sources (from `vault.toml`), snapshotted as root entries of those names, instead of
     /// `paths`.
     pub sources: Vec<NamedSource>,
+    /// Dump streams, each stored as `NAME/FILE` (see [`crate::stream`]).
+    pub streams: Vec<StreamSource>,
 }
 
 /// A tree source of the config file: its root entry is `name`, not the path's last component.
@@ -181,11 +184,21 @@ pub fn snapshot(
     progress: &Progress,
 ) -> Result<SnapshotOutcome> {
     let started = Instant::now();
-    let roots = if opts.sources.is_empty() {
-        resolve_roots(&opts.paths)?
-    } else {
+    let roots = if !opts.sources.is_empty() {
         named_roots(&opts.sources)?
+    } else if opts.paths.is_empty() && !opts.streams.is_empty() {
+        Vec::new()
+    } else {
+        resolve_roots(&opts.paths)?
     };
+    for st in &opts.streams {
+        crate::tree::check_name(st.name.as_bytes())
+            .and(crate::tree::check_name(st.file_name.as_bytes()))
+            .map_err(|e| Error::Invalid(format!("stream source {}: {e}", st.name)))?;
+        if roots.iter().any(|r| r.name == st.name.as_bytes()) {
+            return Err(Error::Invalid(format!("source {} named twice", st.name)));
+        }
+    }
     let rules = WalkRules {
         excludes: opts.excludes.clone(),
         vault: std::fs::metadata(vault.root())
@@ -295,13 +308,16 @@ pub fn snapshot(
             stats: Stats::default(),
             warnings: Vec::new(),
             partial: false,
+            params: params.clone(),
+            streams: Vec::new(),
         };
-        let result = walker.snapshot_roots(&roots, parent_root.as_ref());
+        let result = walker.snapshot_roots(&roots, &opts.streams, parent_root.as_ref());
         let Walker {
             stats,
             warnings,
             partial,
             templates,
+            streams,
             jobs,
             sink,
             ..
@@ -334,7 +350,7 @@ pub fn snapshot(
                 .flatten(),
         );
         (
-            result.map(|tree| (tree, stats, warnings, partial, templates)),
+            result.map(|tree| (tree, stats, warnings, partial, templates, streams)),
             stops,
         )
     });
@@ -344,7 +360,7 @@ pub fn snapshot(
     if let Some(e) = stops.into_iter().flatten().next() {
         return Err(e);
     }
-    let (tree, mut stats, warnings, partial, templates) = match walk_result {
+    let (tree, mut stats, warnings, partial, templates, streams) = match walk_result {
         Ok(v) => v,
         Err(None) => {
             return Err(Error::Invalid(
@@ -378,6 +394,7 @@ pub fn snapshot(
         partial,
         template_only: Some(templates),
         safety: opts.safety,
+        streams,
         gates: None,
         sha256: None,
     };
@@ -567,12 +584,15 @@ struct Walker<'a> {
     stats: Stats,
     warnings: Vec<String>,
     partial: bool,
+    params: ChunkerParams,
+    streams: Vec<crate::manifest::StreamRecord>,
 }
 
 impl Walker<'_> {
     fn snapshot_roots(
         &mut self,
         roots: &[Root],
+        streams: &[StreamSource],
         parent_root: Option<&Tree>,
     ) -> std::result::Result<BlobId, Stop> {
         let mut top = Vec::new();
@@ -589,8 +609,87 @@ impl Walker<'_> {
                 top.push(p);
             }
         }
+        for st in streams {
+            let entry = self.snapshot_stream(st)?;
+            top.push(Pending::Ready(entry));
+        }
         let mut tree = self.finish_entries(top)?;
         self.put_tree(&mut tree)
+    }
+
+    /// Reads one dump stream through a chunker of its own (on this thread: the compressors and
+    /// the writer still run in parallel) and returns its root entry, `NAME/FILE`.
+    fn snapshot_stream(&mut self, st: &StreamSource) -> std::result::Result<Entry, Stop> {
+        let path = format!("{}/{}", st.name, st.file_name);
+        let mut chunks = Vec::new();
+        let record = match stream::open(&st.kind) {
+            Err(why) => stream::failed(st, path, why),
+            Ok(mut opened) => {
+                let mut chunker =
+                    Chunker::new(self.params.clone(), self.sink.crypto.chunker_seed());
+                let sink = self.sink.clone();
+                let run = chunker.run(
+                    &mut opened.reader,
+                    |data: &[u8]| -> std::result::Result<(), ReadStop> {
+                        let id = sink.crypto.blob_id(data);
+                        chunks.push(id);
+                        sink.counters
+                            .bytes_read
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        sink.put(id, BlobKind::Data, data)
+                            .map_err(|_| ReadStop::Pipeline)
+                    },
+                );
+                match run {
+                    Ok(_) => opened.finish(st, path, None),
+                    Err(ReadStop::Io(e)) => opened.finish(st, path, Some(format!("read: {e}"))),
+                    Err(ReadStop::Pipeline) => {
+                        opened.abandon();
+                        return Err(None);
+                    }
+                }
+            }
+        };
+        if !record.ok {
+            self.warnings.push(format!(
+                "source {} failed: {}",
+                st.name,
+                record.problems.join("; ")
+            ));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        // SAFETY: getuid/getgid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let file = Entry {
+            name: st.file_name.as_bytes().to_vec(),
+            node: Node::File { chunks },
+            mode: 0o100600,
+            uid,
+            gid,
+            mtime_ns: now,
+            ctime_ns: 0,
+            size: record.bytes,
+            inode: 0,
+            dev: 0,
+        };
+        self.stats.files += 1;
+        self.stats.dirs += 1;
+        self.stats.bytes += record.bytes;
+        self.streams.push(record);
+        let mut tree = Tree {
+            entries: vec![file],
+        };
+        let subtree = self.put_tree(&mut tree)?;
+        Ok(Entry {
+            name: st.name.as_bytes().to_vec(),
+            node: Node::Dir { subtree },
+            mode: 0o40700,
+            size: 0,
+            // Owner and times as the stream file's.
+            ..tree.entries.swap_remove(0)
+        })
     }
 
     fn parent_subtree(&mut self, parent: Option<&Entry>) -> Option<Tree> {

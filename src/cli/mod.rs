@@ -261,6 +261,12 @@ pub struct SnapshotArgs {
     /// Only this source of the config file (repeatable).
     #[arg(long, value_name = "NAME", conflicts_with = "paths")]
     pub source: Vec<String>,
+    /// Snapshot standard input as one stream (a dump piped in), stored as NAME/stdin.
+    #[arg(long, requires = "name", conflicts_with_all = ["paths", "source"])]
+    pub stdin: bool,
+    /// The source name of the --stdin stream.
+    #[arg(long, value_name = "NAME", requires = "stdin")]
+    pub name: Option<String>,
     /// Leave out paths matching this gitignore-style glob (repeatable).
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,

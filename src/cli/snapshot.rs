@@ -10,16 +10,24 @@ use crate::lkg;
 use crate::lock::LockMode;
 use crate::progress::Progress;
 use crate::snapshot::{NamedSource, SnapshotOptions};
+use crate::stream::{StreamKind, StreamSource};
 use crate::util::human_bytes;
 use crate::vaultfile::SourceKind;
 
 /// `vault snapshot PATH...`, or `vault snapshot [--source NAME]...` from the config file.
 pub(super) fn run(ctx: &mut Ctx, a: SnapshotArgs) -> Result<i32> {
     let mut template_only = a.template_only;
-    let sources = if a.paths.is_empty() {
-        config_sources(ctx, &a.source, &mut template_only)?
-    } else {
-        Vec::new()
+    let (sources, streams) = match &a.name {
+        Some(name) if a.stdin => (
+            Vec::new(),
+            vec![StreamSource {
+                name: name.clone(),
+                file_name: "stdin".into(),
+                kind: StreamKind::Stdin,
+            }],
+        ),
+        _ if a.paths.is_empty() => config_sources(ctx, &a.source, &mut template_only)?,
+        _ => (Vec::new(), Vec::new()),
     };
     let mut vault = ctx.open(LockMode::Exclusive)?;
     let opts = SnapshotOptions {
@@ -30,6 +38,7 @@ pub(super) fn run(ctx: &mut Ctx, a: SnapshotArgs) -> Result<i32> {
         template_only,
         safety: false,
         sources,
+        streams,
     };
     let progress = if ctx.json {
         Progress::hidden()
@@ -111,7 +120,7 @@ fn config_sources(
     ctx: &Ctx,
     wanted: &[String],
     template_only: &mut Vec<String>,
-) -> Result<Vec<NamedSource>> {
+) -> Result<(Vec<NamedSource>, Vec<StreamSource>)> {
     let Some(file) = &ctx.config else {
         return Err(Error::Usage(
             "nothing to snapshot: give PATHs, or sources in a config file (--config FILE, \
@@ -129,6 +138,7 @@ fn config_sources(
         }
     }
     let mut out = Vec::new();
+    let mut streams = Vec::new();
     for src in &file.sources {
         if !wanted.is_empty() && !wanted.contains(&src.name) {
             continue;
@@ -146,22 +156,38 @@ fn config_sources(
                     excludes: excludes.clone(),
                 });
             }
+            SourceKind::Command {
+                command,
+                stream_name,
+            } => streams.push(StreamSource {
+                name: src.name.clone(),
+                file_name: stream_name.clone().unwrap_or_else(|| "stdout".into()),
+                kind: StreamKind::Command(command.clone()),
+            }),
+            SourceKind::Sqlite { path } => streams.push(StreamSource {
+                name: src.name.clone(),
+                file_name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "database.sqlite".into()),
+                kind: StreamKind::Sqlite(path.clone()),
+            }),
             other => {
                 return Err(Error::Invalid(format!(
-                    "source {}: {} sources are not supported by this build yet; snapshot the tree \
-                     sources with --source NAME",
+                    "source {}: {} sources are not supported by this build yet; snapshot the \
+                     other sources with --source NAME",
                     src.name,
                     kind_name(other)
                 )))
             }
         }
     }
-    if out.is_empty() {
+    if out.is_empty() && streams.is_empty() {
         return Err(Error::Invalid(
             "the config file has no sources to snapshot".into(),
         ));
     }
-    Ok(out)
+    Ok((out, streams))
 }
 
 fn kind_name(kind: &SourceKind) -> &'static str {

@@ -211,6 +211,35 @@ impl VaultCmd {
         run
     }
 
+    /// Runs to completion with `input` on its standard input.
+    pub fn run_with_stdin(mut self, input: &[u8]) -> Run {
+        let shown = self.shown();
+        let mut child = self
+            .cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let input = input.to_vec();
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+        feeder.join().expect("stdin feeder");
+        let run = Run {
+            shown,
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        run.assert_no_panic();
+        run
+    }
+
     /// Starts the command with stdout and stderr discarded (for kill and lock tests).
     pub fn spawn(mut self) -> Child {
         let shown = self.shown();

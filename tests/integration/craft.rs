@@ -99,6 +99,7 @@ impl Crafter {
             partial: false,
             template_only: None,
             safety: false,
+            streams: vec![],
             gates: None,
             sha256: None,
         };

@@ -17,5 +17,6 @@ mod locking;
 mod reindex;
 mod roundtrip;
 mod sanity;
+mod streams;
 mod templates;
 mod traversal;

@@ -5,6 +5,8 @@
 //!   (and root tree object) exists and reads ([`git`]).
 //! - **lockfiles**: every lockfile parses as its format ([`lockfile`]). Lockfiles below
 //!   `node_modules` belong to dependencies and are not checked.
+//! - **dump sources**: every stream's source succeeded (a command's exit status, SQLite's
+//!   `integrity_check` on the backup copy), as the manifest records.
 //! - **mass change**, against a baseline snapshot of the same paths (`mass.rs`).
 //!
 //! Everything is read from the vault, so `vault gate` gives the same verdict later.
@@ -75,6 +77,16 @@ impl Gate for SanityGate {
             if let Err(e) = walked {
                 reasons.push(format!("cannot walk the snapshot: {}", e.full()));
             }
+        }
+        // A dump source that failed (non-zero exit, failed integrity_check) makes its stream
+        // untrustworthy, however well it was stored.
+        for st in manifest.streams.iter().filter(|st| !st.ok) {
+            reasons.push(format!(
+                "source {} ({}) failed: {}",
+                st.source,
+                st.kind,
+                st.problems.join("; ")
+            ));
         }
         mass::check(input, &manifest, settings, &mut reasons);
         GateResult::from_reasons(self.name(), reasons)
