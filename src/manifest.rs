@@ -68,7 +68,7 @@ pub struct TemplateReport {
 pub struct StreamRecord {
     /// The source's name (the root entry holding the stream).
     pub source: String,
-    /// `command`, `stdin` or `sqlite`.
+    /// `command`, `stdin`, `sqlite`, `postgres-plain` or `postgres-custom`.
     pub kind: String,
     /// Snapshot path of the stored stream, `SOURCE/FILE`.
     pub path: String,

@@ -43,6 +43,26 @@ pub fn walk(
     Ok(())
 }
 
+/// The entry at `path` (`/`-separated, from the snapshot's root tree), or `None`.
+pub fn lookup(reader: &BlobReader, root: &BlobId, path: &str) -> Result<Option<Entry>> {
+    let mut dir = *root;
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let tree = reader.tree(&dir)?;
+        let Some(e) = tree.get(part.as_bytes()) else {
+            return Ok(None);
+        };
+        if i + 1 == parts.len() {
+            return Ok(Some(e.clone()));
+        }
+        match &e.node {
+            Node::Dir { subtree } => dir = *subtree,
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 /// `prefix/name`, or `name` at the top.
 pub fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
     if prefix.is_empty() {

@@ -39,7 +39,46 @@ pub enum StreamKind {
     Stdin,
     /// A SQLite database, copied with the online backup API while others keep writing to it.
     Sqlite(PathBuf),
+    /// `pg_dump` (argv built by [`pg_dump_argv`]); the password comes from the environment
+    /// (`PGPASSWORD`, `PGPASSFILE`), never from argv. `plain` says whether it writes plain SQL.
+    Postgres { argv: Vec<String>, plain: bool },
 }
+
+/// The `pg_dump` command line for a connection: plain SQL, or custom format without compression
+/// (`-Z0`: the vault compresses, so that consecutive dumps deduplicate).
+pub fn pg_dump_argv(conn: &crate::vaultfile::PgConnection, plain: bool) -> Vec<String> {
+    use crate::vaultfile::PgConnection;
+    let mut argv: Vec<String> = vec!["pg_dump".into(), "--no-password".into()];
+    if plain {
+        argv.push("--format=plain".into());
+    } else {
+        argv.extend(["--format=custom".into(), "--compress=0".into()]);
+    }
+    match conn {
+        PgConnection::Url { url } => argv.push(format!("--dbname={url}")),
+        PgConnection::Params {
+            host,
+            port,
+            user,
+            dbname,
+        } => {
+            if let Some(h) = host {
+                argv.push(format!("--host={h}"));
+            }
+            if let Some(p) = port {
+                argv.push(format!("--port={p}"));
+            }
+            if let Some(u) = user {
+                argv.push(format!("--username={u}"));
+            }
+            argv.push(format!("--dbname={dbname}"));
+        }
+    }
+    argv
+}
+
+/// The line a complete plain `pg_dump` ends with; a dump without it was cut short.
+pub const PG_DUMP_TRAILER: &str = "-- PostgreSQL database dump complete";
 
 impl StreamKind {
     pub fn as_str(&self) -> &'static str {
@@ -47,6 +86,8 @@ impl StreamKind {
             StreamKind::Command(_) => "command",
             StreamKind::Stdin => "stdin",
             StreamKind::Sqlite(_) => "sqlite",
+            StreamKind::Postgres { plain: true, .. } => "postgres-plain",
+            StreamKind::Postgres { plain: false, .. } => "postgres-custom",
         }
     }
 }
@@ -74,7 +115,7 @@ enum Finish {
 /// Starts a stream. An error here is the source failing to start (recorded, not fatal).
 pub fn open(kind: &StreamKind) -> Result<Opened, String> {
     match kind {
-        StreamKind::Command(argv) => {
+        StreamKind::Command(argv) | StreamKind::Postgres { argv, .. } => {
             let (program, args) = argv
                 .split_first()
                 .ok_or_else(|| "empty command".to_string())?;

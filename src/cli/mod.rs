@@ -54,6 +54,13 @@ impl Out {
         writeln!(self.lock, "{args}").map_err(|e| Error::io("stdout", e))
     }
 
+    /// Raw bytes (a restored stream).
+    fn raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.lock
+            .write_all(bytes)
+            .map_err(|e| Error::io("stdout", e))
+    }
+
     /// A JSON value, pretty-printed, followed by a newline.
     fn json(&mut self, value: serde_json::Value) -> Result<()> {
         let text = serde_json::to_string_pretty(&value).expect("invariant: JSON value serializes");
@@ -292,14 +299,21 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub lkg: bool,
     /// Directory to restore into.
-    #[arg(long, value_name = "DIR")]
-    pub target: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "to_stdout")]
+    pub target: Option<PathBuf>,
     /// Restore only this snapshot path and what is below it (repeatable).
     #[arg(long, value_name = "PATH")]
     pub include: Vec<String>,
     /// Restore into a non-empty target, replacing files.
     #[arg(long)]
     pub overwrite: bool,
+    /// The dump stream of this source (with --to-stdout).
+    #[arg(long, value_name = "NAME", requires = "to_stdout")]
+    pub source: Option<String>,
+    /// Write the --source stream to standard output (`... | psql`), once its sha256 matches the
+    /// manifest.
+    #[arg(long, requires = "source", conflicts_with_all = ["target", "include", "overwrite"])]
+    pub to_stdout: bool,
 }
 
 #[derive(Debug, Args)]

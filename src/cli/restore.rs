@@ -5,44 +5,116 @@
 use std::path::Path;
 
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::{exit, say, Ctx, RestoreArgs};
 use crate::audit::AuditRecord;
 use crate::error::{Error, Result};
+use crate::id::SnapshotId;
 use crate::lkg;
 use crate::lock::LockMode;
+use crate::manifest::Manifest;
 use crate::progress::Progress;
 use crate::restore::RestoreOptions;
 use crate::snapshot::SnapshotOptions;
+use crate::stored;
+use crate::tree::Node;
 use crate::util::human_bytes;
+
+/// The snapshot a restore concerns: the one named, or the last-known-good.
+fn resolve(vault: &crate::vault::Vault, a: &RestoreArgs) -> Result<(SnapshotId, Manifest)> {
+    let reference = match (&a.snapshot, a.lkg) {
+        (Some(s), _) => s.clone(),
+        (None, _) => lkg::read(vault)?
+            .map(|r| r.snapshot.to_hex())
+            .ok_or_else(|| {
+                Error::Invalid("no snapshot has been promoted to last-known-good yet".into())
+            })?,
+    };
+    vault.resolve(&reference)
+}
+
+/// `vault restore (SNAPSHOT | --lkg) --source NAME --to-stdout`: the stream is read twice, once
+/// to check its sha256 against the manifest, then to write it, so that nothing unverified
+/// reaches the consumer (`psql`, `pg_restore`).
+fn stream_to_stdout(ctx: &mut Ctx, a: &RestoreArgs) -> Result<i32> {
+    let name = a.source.as_deref().unwrap_or_default();
+    let vault = ctx.open(LockMode::Shared)?;
+    let (id, m) = resolve(&vault, a)?;
+    let record = m.streams.iter().find(|s| s.source == name).ok_or_else(|| {
+        let have: Vec<&str> = m.streams.iter().map(|s| s.source.as_str()).collect();
+        Error::Invalid(format!(
+            "snapshot {} has no stream of source {name:?} (it has: {})",
+            id.short(),
+            if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.join(", ")
+            }
+        ))
+    })?;
+    let reader = vault.blob_reader()?;
+    let chunks = match stored::lookup(&reader, &m.tree, &record.path)?.map(|e| e.node) {
+        Some(Node::File { chunks }) => chunks,
+        _ => {
+            return Err(Error::Missing {
+                object: format!("stream {} in snapshot {}", record.path, id.short()),
+            })
+        }
+    };
+    let mut hasher = Sha256::new();
+    for c in &chunks {
+        hasher.update(reader.read(c)?);
+    }
+    let actual = hex::encode(hasher.finalize());
+    if actual != record.sha256 {
+        return Err(Error::corrupt(
+            format!("stream {} of snapshot {}", record.path, id.short()),
+            format!("sha256 {actual}, manifest says {}", record.sha256),
+        ));
+    }
+    if !record.ok {
+        eprintln!(
+            "warning: source {name} failed when this snapshot was taken: {}",
+            record.problems.join("; ")
+        );
+    }
+    for c in &chunks {
+        ctx.out.raw(&reader.read(c)?)?;
+    }
+    vault.audit(
+        &AuditRecord::new("restore", Some(id.to_hex()), "ok")
+            .with_detail(json!({"source": name, "to": "stdout", "sha256": actual})),
+    )?;
+    Ok(exit::OK)
+}
 
 /// `vault restore (SNAPSHOT | --lkg) --target DIR`.
 pub(super) fn run(ctx: &mut Ctx, a: RestoreArgs) -> Result<i32> {
+    if a.to_stdout {
+        return stream_to_stdout(ctx, &a);
+    }
+    let target = a
+        .target
+        .clone()
+        .ok_or_else(|| Error::Usage("restore needs --target DIR (or --to-stdout)".into()))?;
     // Overwriting a non-empty target first takes a safety snapshot of it, which needs the
     // vault's writer lock.
-    let needs_safety = a.overwrite && non_empty_dir(&a.target)?;
+    let needs_safety = a.overwrite && non_empty_dir(&target)?;
     let mode = if needs_safety {
         LockMode::Exclusive
     } else {
         LockMode::Shared
     };
     let mut vault = ctx.open(mode)?;
-    let reference = match (&a.snapshot, a.lkg) {
-        (Some(s), _) => s.clone(),
-        (None, _) => lkg::read(&vault)?
-            .map(|r| r.snapshot.to_hex())
-            .ok_or_else(|| {
-                Error::Invalid("no snapshot has been promoted to last-known-good yet".into())
-            })?,
-    };
-    let (id, m) = vault.resolve(&reference)?;
+    let (id, m) = resolve(&vault, &a)?;
     let safety = if needs_safety {
         eprintln!(
             "taking a safety snapshot of {} before overwriting it",
-            a.target.display()
+            target.display()
         );
         let opts = SnapshotOptions {
-            paths: vec![a.target.clone()],
+            paths: vec![target.clone()],
             safety: true,
             ..Default::default()
         };
@@ -54,9 +126,9 @@ pub(super) fn run(ctx: &mut Ctx, a: RestoreArgs) -> Result<i32> {
             "safety snapshot {} holds what was in {} (never promoted); undo this restore \
              with: vault restore {} --target {} --overwrite",
             done.id.short(),
-            a.target.display(),
+            target.display(),
             done.id,
-            a.target.display()
+            target.display()
         );
         Some(done.id)
     } else {
@@ -64,7 +136,7 @@ pub(super) fn run(ctx: &mut Ctx, a: RestoreArgs) -> Result<i32> {
     };
     let reader = vault.blob_reader()?;
     let opts = RestoreOptions {
-        target: a.target.clone(),
+        target: target.clone(),
         includes: a.include,
         overwrite: a.overwrite,
         threads: 0,
@@ -98,7 +170,7 @@ pub(super) fn run(ctx: &mut Ctx, a: RestoreArgs) -> Result<i32> {
             ctx.out,
             "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {}{}",
             id.short(),
-            a.target.display(),
+            target.display(),
             r.files - r.errors.len().min(r.files as usize) as u64,
             r.dirs,
             r.symlinks,

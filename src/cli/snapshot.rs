@@ -12,7 +12,7 @@ use crate::progress::Progress;
 use crate::snapshot::{NamedSource, SnapshotOptions};
 use crate::stream::{StreamKind, StreamSource};
 use crate::util::human_bytes;
-use crate::vaultfile::SourceKind;
+use crate::vaultfile::{PgConnection, PgFormat, SourceKind};
 
 /// `vault snapshot PATH...`, or `vault snapshot [--source NAME]...` from the config file.
 pub(super) fn run(ctx: &mut Ctx, a: SnapshotArgs) -> Result<i32> {
@@ -172,13 +172,20 @@ fn config_sources(
                     .unwrap_or_else(|| "database.sqlite".into()),
                 kind: StreamKind::Sqlite(path.clone()),
             }),
-            other => {
-                return Err(Error::Invalid(format!(
-                    "source {}: {} sources are not supported by this build yet; snapshot the \
-                     other sources with --source NAME",
-                    src.name,
-                    kind_name(other)
-                )))
+            SourceKind::Postgres { connection, format } => {
+                let plain = *format == PgFormat::Plain;
+                let db = match connection {
+                    PgConnection::Params { dbname, .. } => dbname.clone(),
+                    PgConnection::Url { .. } => src.name.clone(),
+                };
+                streams.push(StreamSource {
+                    name: src.name.clone(),
+                    file_name: format!("{db}.{}", if plain { "sql" } else { "dump" }),
+                    kind: StreamKind::Postgres {
+                        argv: crate::stream::pg_dump_argv(connection, plain),
+                        plain,
+                    },
+                });
             }
         }
     }
@@ -188,13 +195,4 @@ fn config_sources(
         ));
     }
     Ok((out, streams))
-}
-
-fn kind_name(kind: &SourceKind) -> &'static str {
-    match kind {
-        SourceKind::Tree { .. } => "tree",
-        SourceKind::Postgres { .. } => "postgres",
-        SourceKind::Sqlite { .. } => "sqlite",
-        SourceKind::Command { .. } => "command",
-    }
 }

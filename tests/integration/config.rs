@@ -165,19 +165,20 @@ fn the_printed_example_is_a_valid_config() {
 }
 
 #[test]
-fn a_source_kind_this_build_cannot_take_yet_is_an_error_not_a_silent_skip() {
+fn a_source_that_cannot_be_dumped_fails_the_snapshot_rather_than_being_skipped() {
     let f = Fixture::with_vault();
     write_config(
         &f,
-        "\n[[source]]\nname = \"db\"\nkind = \"postgres\"\ndbname = \"app\"\n",
+        "\n[[source]]\nname = \"db\"\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = 1\ndbname = \"app\"\n",
     );
-    in_dir(&f, f.root())
-        .arg("snapshot")
+    let run = in_dir(&f, f.root())
+        .args(["snapshot", "--json"])
         .run()
-        .one_line_error(1)
-        .stderr_has("source db: postgres");
-    assert!(f.snapshot_ids().is_empty());
-    // The tree sources can still be taken by name.
+        .code(5)
+        .stderr_has("source db failed");
+    assert_eq!(run.json()["promoted"], false);
+    assert_eq!(lkg(&f), None);
+    // The other sources can still be taken by name.
     in_dir(&f, f.root())
         .args(["snapshot", "--source", "workspace"])
         .run()

@@ -14,6 +14,7 @@ mod dedup;
 mod encryption;
 mod gates;
 mod locking;
+mod postgres;
 mod reindex;
 mod roundtrip;
 mod sanity;

@@ -88,6 +88,16 @@ impl Gate for SanityGate {
                 st.problems.join("; ")
             ));
         }
+        // A plain pg_dump that exited 0 but lacks its completion trailer was cut short.
+        for st in manifest
+            .streams
+            .iter()
+            .filter(|st| st.ok && st.kind == "postgres-plain")
+        {
+            if let Err(why) = pg_trailer(input, &manifest, &st.path) {
+                reasons.push(format!("source {}: {why}", st.source));
+            }
+        }
         mass::check(input, &manifest, settings, &mut reasons);
         GateResult::from_reasons(self.name(), reasons)
     }
@@ -198,5 +208,39 @@ impl git::GitDir for StoredGitDir<'_> {
                 .map(|e| display_name(&e.name))
                 .collect(),
         })
+    }
+}
+
+/// Checks that a stored plain dump ends with pg_dump's completion trailer.
+fn pg_trailer(
+    input: &GateInput<'_>,
+    manifest: &crate::manifest::Manifest,
+    path: &str,
+) -> Result<(), String> {
+    const TAIL: u64 = 256;
+    let entry = stored::lookup(input.reader, &manifest.tree, path).map_err(|e| e.full())?;
+    let Some(Entry {
+        node: Node::File { chunks },
+        ..
+    }) = entry
+    else {
+        return Err(format!("{path} is missing from the snapshot"));
+    };
+    let len = stored::file_len(input.reader, &chunks).map_err(|e| e.full())?;
+    let tail = stored::read_range(
+        input.reader,
+        &chunks,
+        len.saturating_sub(TAIL),
+        TAIL as usize,
+    )
+    .map_err(|e| e.full())?;
+    let text = String::from_utf8_lossy(&tail);
+    if text.contains(crate::stream::PG_DUMP_TRAILER) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{path} lacks pg_dump's completion trailer (\"{}\"): the dump was cut short",
+            crate::stream::PG_DUMP_TRAILER
+        ))
     }
 }

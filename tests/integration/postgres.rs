@@ -1,0 +1,276 @@
+//! PostgreSQL sources against a real server: Debian's PostgreSQL started by the test (`initdb` and
+//! `pg_ctl` on a loopback port in the fixture, as nobody when the tests run as root), loaded with
+//! pgbench data, snapshotted through `pg_dump`, dropped, and restored into a new database with
+//! `vault restore --source db --to-stdout | psql`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+/// A PostgreSQL server for one test; stopped when dropped.
+struct PgServer {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_nobody: bool,
+}
+
+impl PgServer {
+    fn start(f: &Fixture) -> PgServer {
+        let bin = fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| {
+                d.flatten()
+                    .map(|e| e.path().join("bin"))
+                    .filter(|b| b.join("initdb").exists())
+                    .max()
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); \
+                     scripts/test.sh installs Debian's `postgresql`"
+                )
+            });
+        let base = f.path("pg");
+        let data = base.join("data");
+        fs::create_dir_all(&base).unwrap();
+        let as_nobody = is_root();
+        if as_nobody {
+            // The server refuses to run as root: it runs as nobody, who needs to reach its files.
+            chmod(f.root(), 0o755);
+            std::os::unix::fs::chown(&base, Some(65534), Some(65534)).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = PgServer {
+            bin,
+            data,
+            port,
+            as_nobody,
+        };
+        server.admin(&[
+            "initdb",
+            "-D",
+            &server.data.to_string_lossy(),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            base.display()
+        );
+        server.admin(&[
+            "pg_ctl",
+            "-D",
+            &server.data.to_string_lossy(),
+            "-l",
+            &base.join("log").to_string_lossy(),
+            "-o",
+            &opts,
+            "-w",
+            "start",
+        ]);
+        server
+    }
+
+    /// Runs a server program (as nobody when root).
+    fn admin(&self, args: &[&str]) {
+        let program = self.bin.join(args[0]);
+        let mut cmd = if self.as_nobody {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        let out = cmd.args(&args[1..]).env("LC_ALL", "C").output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+
+    /// A client program against this server, as user postgres over TCP.
+    fn client(&self, program: &str) -> Command {
+        let mut c = Command::new(self.bin.join(program));
+        c.env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres");
+        c
+    }
+
+    fn sql(&self, db: &str, query: &str) -> String {
+        let out = self
+            .client("psql")
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                db,
+                "-c",
+                query,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{query}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn stop(&self) {
+        self.admin(&[
+            "pg_ctl",
+            "-D",
+            &self.data.to_string_lossy(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let program = self.bin.join("pg_ctl");
+        let data = self.data.to_string_lossy().into_owned();
+        let args = ["-D", data.as_str(), "-m", "immediate", "-w", "stop"];
+        let _ = if self.as_nobody {
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&program)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&program).args(args).output()
+        };
+    }
+}
+
+/// Row counts and an order-independent checksum of every pgbench table.
+const CHECKSUM: &str = "SELECT string_agg(t || ':' || n || ':' || h, ' ' ORDER BY t) FROM (\
+     SELECT 'accounts' t, count(*) n, sum(hashtext(a::text)) h FROM pgbench_accounts a UNION ALL \
+     SELECT 'branches', count(*), sum(hashtext(b::text)) FROM pgbench_branches b UNION ALL \
+     SELECT 'tellers', count(*), sum(hashtext(x::text)) FROM pgbench_tellers x UNION ALL \
+     SELECT 'history', count(*), coalesce(sum(hashtext(y::text)), 0) FROM pgbench_history y) s";
+
+fn config(f: &Fixture, pg: &PgServer) {
+    let text = format!(
+        "vault = \"{}\"\n\n[[source]]\nname = \"db\"\nkind = \"postgres\"\nhost = \"127.0.0.1\"\n\
+         port = {}\nuser = \"postgres\"\ndbname = \"bench\"\n",
+        f.vault().display(),
+        pg.port
+    );
+    fs::write(f.path("vault.toml"), text).unwrap();
+}
+
+/// A `pg_dump` that drops the end of the real one's output and still exits 0.
+fn truncating_pg_dump(f: &Fixture, pg: &PgServer) -> PathBuf {
+    let dir = f.path("fake-bin");
+    fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("pg_dump");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\"{}\" \"$@\" | head -c -300\n",
+            pg.bin.join("pg_dump").display()
+        ),
+    )
+    .unwrap();
+    chmod(&script, 0o755);
+    dir
+}
+
+fn path_with(dir: &Path, pg: &PgServer) -> String {
+    format!(
+        "{}:{}:{}",
+        dir.display(),
+        pg.bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn pgbench_data_round_trips_through_a_dump_and_bad_dumps_are_rejected() {
+    let f = Fixture::with_vault();
+    let pg = PgServer::start(&f);
+    pg.sql("postgres", "CREATE DATABASE bench");
+    let init = pg
+        .client("pgbench")
+        .args(["-i", "-s", "1", "-q", "bench"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let before = pg.sql("bench", CHECKSUM);
+    assert!(before.contains("accounts:100000:"), "{before}");
+    config(&f, &pg);
+
+    let empty = f.path("empty-bin");
+    fs::create_dir_all(&empty).unwrap();
+    let snap = f
+        .cmd_in(f.root())
+        .env("PATH", path_with(&empty, &pg))
+        .args(["snapshot", "--json"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(snap["promoted"], true, "{snap:#}");
+    let good = snap["id"].as_str().unwrap().to_string();
+    let m = manifest_json(&f, &good);
+    assert_eq!(m["streams"][0]["kind"], "postgres-plain", "{m:#}");
+    assert_eq!(m["streams"][0]["path"], "db/bench.sql");
+
+    // Drop it, restore into a new database through psql, compare.
+    pg.sql("postgres", "DROP DATABASE bench");
+    pg.sql("postgres", "CREATE DATABASE restored");
+    let dump = f
+        .cmd_in(f.root())
+        .args(["restore", "--lkg", "--source", "db", "--to-stdout"])
+        .run()
+        .success()
+        .stdout;
+    assert!(dump.contains("PostgreSQL database dump complete"));
+    let mut psql = pg
+        .client("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "restored"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(psql.stdin.as_mut().unwrap(), dump.as_bytes()).unwrap();
+    drop(psql.stdin.take());
+    assert!(psql.wait().unwrap().success());
+    assert_eq!(pg.sql("restored", CHECKSUM), before);
+
+    // A dump cut short that still exits 0: the trailer check rejects it.
+    pg.sql("postgres", "ALTER DATABASE restored RENAME TO bench");
+    let fake = truncating_pg_dump(&f, &pg);
+    f.cmd_in(f.root())
+        .env("PATH", path_with(&fake, &pg))
+        .arg("snapshot")
+        .run()
+        .code(5)
+        .stdout_has("completion trailer");
+    assert_eq!(lkg(&f).as_deref(), Some(good.as_str()));
+
+    // The server is down: pg_dump fails, the snapshot is rejected, the LKG stays.
+    pg.stop();
+    f.cmd_in(f.root())
+        .env("PATH", path_with(&empty, &pg))
+        .arg("snapshot")
+        .run()
+        .code(5)
+        .stderr_has("source db failed");
+    assert_eq!(lkg(&f).as_deref(), Some(good.as_str()));
+}
