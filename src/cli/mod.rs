@@ -54,11 +54,9 @@ impl Out {
         writeln!(self.lock, "{args}").map_err(|e| Error::io("stdout", e))
     }
 
-    /// Raw bytes (a restored stream).
-    fn raw(&mut self, bytes: &[u8]) -> Result<()> {
-        self.lock
-            .write_all(bytes)
-            .map_err(|e| Error::io("stdout", e))
+    /// The raw stream under the lines (a restored dump).
+    fn raw_writer(&mut self) -> &mut StdoutLock<'static> {
+        &mut self.lock
     }
 
     /// A JSON value, pretty-printed, followed by a newline.
@@ -299,7 +297,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub lkg: bool,
     /// Directory to restore into.
-    #[arg(long, value_name = "DIR", required_unless_present = "to_stdout")]
+    #[arg(long, value_name = "DIR", required_unless_present = "stream_out")]
     pub target: Option<PathBuf>,
     /// Restore only this snapshot path and what is below it (repeatable).
     #[arg(long, value_name = "PATH")]
@@ -307,13 +305,24 @@ pub struct RestoreArgs {
     /// Restore into a non-empty target, replacing files.
     #[arg(long)]
     pub overwrite: bool,
-    /// The dump stream of this source (with --to-stdout).
-    #[arg(long, value_name = "NAME", requires = "to_stdout")]
+    /// The dump stream of this source (with --to-stdout, --to or --into).
+    #[arg(long, value_name = "NAME", requires = "stream_out")]
     pub source: Option<String>,
     /// Write the --source stream to standard output (`... | psql`), once its sha256 matches the
     /// manifest.
-    #[arg(long, requires = "source", conflicts_with_all = ["target", "include", "overwrite"])]
+    #[arg(long, group = "stream_out", requires = "source", conflicts_with_all = ["target", "include", "overwrite"])]
     pub to_stdout: bool,
+    /// Write the --source stream to this file (a SQLite database, a dump), once its sha256
+    /// matches; an existing file is replaced only with --force.
+    #[arg(long, value_name = "FILE", group = "stream_out", requires = "source", conflicts_with_all = ["target", "include", "overwrite"])]
+    pub to: Option<PathBuf>,
+    /// Load the --source postgres stream into this database (an existing, empty one) with psql
+    /// (plain dumps) or pg_restore (custom), and report the result.
+    #[arg(long, value_name = "URL", group = "stream_out", requires = "source", conflicts_with_all = ["target", "include", "overwrite"])]
+    pub into: Option<String>,
+    /// With --to: replace an existing file.
+    #[arg(long, requires = "to")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,9 @@
 //! `vault restore`: restore a snapshot (or the last-known-good) into a directory. Overwriting a
 //! non-empty target first takes a safety snapshot of it, so that the restore can be undone. The
-//! restoring itself is [`crate::restore`]'s.
+//! restoring itself is [`crate::restore`]'s. A source's dump stream can instead go to stdout, to a
+//! file, or into a PostgreSQL database, each only after its sha256 matched the manifest.
 
+use std::io::Write;
 use std::path::Path;
 
 use serde_json::json;
@@ -10,19 +12,21 @@ use sha2::{Digest, Sha256};
 use super::{exit, say, Ctx, RestoreArgs};
 use crate::audit::AuditRecord;
 use crate::error::{Error, Result};
-use crate::id::SnapshotId;
+use crate::fsutil;
+use crate::id::{BlobId, SnapshotId};
 use crate::lkg;
 use crate::lock::LockMode;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, StreamRecord};
 use crate::progress::Progress;
 use crate::restore::RestoreOptions;
 use crate::snapshot::SnapshotOptions;
 use crate::stored;
 use crate::tree::Node;
 use crate::util::human_bytes;
+use crate::vault::{BlobReader, Vault};
 
 /// The snapshot a restore concerns: the one named, or the last-known-good.
-fn resolve(vault: &crate::vault::Vault, a: &RestoreArgs) -> Result<(SnapshotId, Manifest)> {
+fn resolve(vault: &Vault, a: &RestoreArgs) -> Result<(SnapshotId, Manifest)> {
     let reference = match (&a.snapshot, a.lkg) {
         (Some(s), _) => s.clone(),
         (None, _) => lkg::read(vault)?
@@ -34,65 +38,193 @@ fn resolve(vault: &crate::vault::Vault, a: &RestoreArgs) -> Result<(SnapshotId, 
     vault.resolve(&reference)
 }
 
-/// `vault restore (SNAPSHOT | --lkg) --source NAME --to-stdout`: the stream is read twice, once
-/// to check its sha256 against the manifest, then to write it, so that nothing unverified
-/// reaches the consumer (`psql`, `pg_restore`).
-fn stream_to_stdout(ctx: &mut Ctx, a: &RestoreArgs) -> Result<i32> {
+/// A source's stream in a snapshot, its sha256 checked against the manifest.
+struct VerifiedStream {
+    id: SnapshotId,
+    record: StreamRecord,
+    chunks: Vec<BlobId>,
+    reader: BlobReader,
+}
+
+impl VerifiedStream {
+    /// Reads the stream once to check its sha256, so that nothing unverified is handed on.
+    fn open(vault: &Vault, a: &RestoreArgs, name: &str) -> Result<Self> {
+        let (id, m) = resolve(vault, a)?;
+        let record = m.streams.iter().find(|s| s.source == name).cloned();
+        let record = record.ok_or_else(|| {
+            let have: Vec<&str> = m.streams.iter().map(|s| s.source.as_str()).collect();
+            Error::Invalid(format!(
+                "snapshot {} has no stream of source {name:?} (it has: {})",
+                id.short(),
+                if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(", ")
+                }
+            ))
+        })?;
+        let reader = vault.blob_reader()?;
+        let chunks = match stored::lookup(&reader, &m.tree, &record.path)?.map(|e| e.node) {
+            Some(Node::File { chunks }) => chunks,
+            _ => {
+                return Err(Error::Missing {
+                    object: format!("stream {} in snapshot {}", record.path, id.short()),
+                })
+            }
+        };
+        let mut hasher = Sha256::new();
+        for c in &chunks {
+            hasher.update(reader.read(c)?);
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != record.sha256 {
+            return Err(Error::corrupt(
+                format!("stream {} of snapshot {}", record.path, id.short()),
+                format!("sha256 {actual}, manifest says {}", record.sha256),
+            ));
+        }
+        if !record.ok {
+            eprintln!(
+                "warning: source {name} failed when this snapshot was taken: {}",
+                record.problems.join("; ")
+            );
+        }
+        Ok(VerifiedStream {
+            id,
+            record,
+            chunks,
+            reader,
+        })
+    }
+
+    /// Writes the stream, chunk by chunk (each chunk is re-checked as it is read).
+    fn write_to(&self, out: &mut dyn Write) -> Result<()> {
+        for c in &self.chunks {
+            out.write_all(&self.reader.read(c)?)
+                .map_err(|e| Error::io("output", e))?;
+        }
+        out.flush().map_err(|e| Error::io("output", e))
+    }
+}
+
+/// `vault restore (SNAPSHOT | --lkg) --source NAME (--to-stdout | --to FILE | --into URL)`.
+fn restore_stream(ctx: &mut Ctx, a: &RestoreArgs) -> Result<i32> {
     let name = a.source.as_deref().unwrap_or_default();
     let vault = ctx.open(LockMode::Shared)?;
-    let (id, m) = resolve(&vault, a)?;
-    let record = m.streams.iter().find(|s| s.source == name).ok_or_else(|| {
-        let have: Vec<&str> = m.streams.iter().map(|s| s.source.as_str()).collect();
-        Error::Invalid(format!(
-            "snapshot {} has no stream of source {name:?} (it has: {})",
-            id.short(),
-            if have.is_empty() {
-                "none".to_string()
-            } else {
-                have.join(", ")
-            }
-        ))
-    })?;
-    let reader = vault.blob_reader()?;
-    let chunks = match stored::lookup(&reader, &m.tree, &record.path)?.map(|e| e.node) {
-        Some(Node::File { chunks }) => chunks,
-        _ => {
-            return Err(Error::Missing {
-                object: format!("stream {} in snapshot {}", record.path, id.short()),
-            })
+    let s = VerifiedStream::open(&vault, a, name)?;
+    let (to, outcome) = if let Some(path) = &a.to {
+        if path.exists() && !a.force {
+            return Err(Error::Invalid(format!(
+                "{} exists; pass --force to replace it",
+                path.display()
+            )));
+        }
+        // Temp file beside the destination, fsync, rename: a crash leaves no half a database.
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(fsutil::TEMP_PREFIX)
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
+        s.write_to(&mut std::io::BufWriter::new(tmp.as_file_mut()))?;
+        tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+        fsutil::sync_dir(&dir)?;
+        if !ctx.json {
+            eprintln!(
+                "restored {} ({}) to {}",
+                s.record.path,
+                human_bytes(s.record.bytes),
+                path.display()
+            );
+        }
+        (path.display().to_string(), "ok")
+    } else if let Some(url) = &a.into {
+        let ok = load_into_postgres(&s, url)?;
+        ("postgres".to_string(), if ok { "ok" } else { "failed" })
+    } else {
+        s.write_to(&mut ctx.out.raw_writer())?;
+        ("stdout".to_string(), "ok")
+    };
+    vault.audit(
+        &AuditRecord::new("restore", Some(s.id.to_hex()), outcome)
+            .with_detail(json!({"source": name, "to": to, "sha256": s.record.sha256})),
+    )?;
+    if a.into.is_some() && ctx.json {
+        ctx.out
+            .json(json!({"snapshot": s.id, "source": name, "loaded": outcome == "ok"}))?;
+    }
+    Ok(if outcome == "ok" {
+        exit::OK
+    } else {
+        exit::ERROR
+    })
+}
+
+/// Pipes a postgres stream into `psql` (plain) or `pg_restore` (custom) against `url`; the
+/// tool's own messages go to stderr. Returns whether it succeeded.
+fn load_into_postgres(s: &VerifiedStream, url: &str) -> Result<bool> {
+    let (program, args): (&str, Vec<String>) = match s.record.kind.as_str() {
+        "postgres-plain" => (
+            "psql",
+            vec![
+                "--no-psqlrc".into(),
+                "--quiet".into(),
+                "--set=ON_ERROR_STOP=1".into(),
+                "--single-transaction".into(),
+                format!("--dbname={url}"),
+            ],
+        ),
+        "postgres-custom" => (
+            "pg_restore",
+            vec![
+                "--no-owner".into(),
+                "--single-transaction".into(),
+                "--exit-on-error".into(),
+                format!("--dbname={url}"),
+            ],
+        ),
+        other => {
+            return Err(Error::Invalid(format!(
+                "--into loads postgres sources; {} is a {other} stream (use --to FILE)",
+                s.record.source
+            )))
         }
     };
-    let mut hasher = Sha256::new();
-    for c in &chunks {
-        hasher.update(reader.read(c)?);
+    let mut child = std::process::Command::new(program)
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Invalid(format!("cannot run {program}: {e}")))?;
+    let mut stdin = child.stdin.take().expect("invariant: stdin is piped");
+    let written = s.write_to(&mut stdin);
+    drop(stdin);
+    let status = child.wait().map_err(|e| Error::io(program, e))?;
+    // A consumer that quit early shows as a broken pipe; its exit status tells the story.
+    if let Err(e) = written {
+        if status.success() {
+            return Err(e);
+        }
     }
-    let actual = hex::encode(hasher.finalize());
-    if actual != record.sha256 {
-        return Err(Error::corrupt(
-            format!("stream {} of snapshot {}", record.path, id.short()),
-            format!("sha256 {actual}, manifest says {}", record.sha256),
-        ));
-    }
-    if !record.ok {
+    if status.success() {
         eprintln!(
-            "warning: source {name} failed when this snapshot was taken: {}",
-            record.problems.join("; ")
+            "loaded {} ({}) into the database with {program}",
+            s.record.path,
+            human_bytes(s.record.bytes)
         );
+    } else {
+        eprintln!("{program} failed ({status}); the database may hold part of the dump");
     }
-    for c in &chunks {
-        ctx.out.raw(&reader.read(c)?)?;
-    }
-    vault.audit(
-        &AuditRecord::new("restore", Some(id.to_hex()), "ok")
-            .with_detail(json!({"source": name, "to": "stdout", "sha256": actual})),
-    )?;
-    Ok(exit::OK)
+    Ok(status.success())
 }
 
 /// `vault restore (SNAPSHOT | --lkg) --target DIR`.
 pub(super) fn run(ctx: &mut Ctx, a: RestoreArgs) -> Result<i32> {
-    if a.to_stdout {
-        return stream_to_stdout(ctx, &a);
+    if a.source.is_some() {
+        return restore_stream(ctx, &a);
     }
     let target = a
         .target

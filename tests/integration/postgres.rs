@@ -253,6 +253,24 @@ fn pgbench_data_round_trips_through_a_dump_and_bad_dumps_are_rejected() {
     assert!(psql.wait().unwrap().success());
     assert_eq!(pg.sql("restored", CHECKSUM), before);
 
+    // --into does the same in one command, and reports.
+    pg.sql("postgres", "CREATE DATABASE restored2");
+    let url = format!("postgresql://postgres@127.0.0.1:{}/restored2", pg.port);
+    f.cmd_in(f.root())
+        .env("PATH", path_with(&empty, &pg))
+        .args(["restore", "--lkg", "--source", "db", "--into", &url])
+        .run()
+        .success()
+        .stderr_has("loaded db/bench.sql");
+    assert_eq!(pg.sql("restored2", CHECKSUM), before);
+    // Loading the same dump again fails (the tables exist): reported, exit 1.
+    f.cmd_in(f.root())
+        .env("PATH", path_with(&empty, &pg))
+        .args(["restore", "--lkg", "--source", "db", "--into", &url])
+        .run()
+        .code(1)
+        .stderr_has("psql failed");
+
     // A dump cut short that still exits 0: the trailer check rejects it.
     pg.sql("postgres", "ALTER DATABASE restored RENAME TO bench");
     let fake = truncating_pg_dump(&f, &pg);

@@ -159,9 +159,19 @@ fn a_live_sqlite_database_is_copied_consistently_while_it_is_written() {
     assert!(written > 0, "the writer never wrote");
     assert_eq!(snap["promoted"], true, "{snap:#}");
 
-    let out = f.path("out");
-    f.restore("latest", &out);
-    let copy = out.join("appdb/app.sqlite");
+    // A sqlite source restores to a file path.
+    let copy = f.path("restored.sqlite");
+    f.cmd_in(f.root())
+        .args(["restore", "latest", "--source", "appdb", "--to"])
+        .arg(&copy)
+        .run()
+        .success();
+    f.cmd_in(f.root())
+        .args(["restore", "latest", "--source", "appdb", "--to"])
+        .arg(&copy)
+        .run()
+        .one_line_error(1)
+        .stderr_has("--force");
     let conn = rusqlite::Connection::open(&copy).unwrap();
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
