@@ -271,6 +271,48 @@ fn pgbench_data_round_trips_through_a_dump_and_bad_dumps_are_rejected() {
         .code(1)
         .stderr_has("psql failed");
 
+    // Custom format (-Z0) goes back through pg_restore.
+    pg.sql("postgres", "CREATE DATABASE restored3");
+    let custom = format!(
+        "vault = \"{}\"\n\n[[source]]\nname = \"dbc\"\nkind = \"postgres\"\nhost = \"127.0.0.1\"\n\
+         port = {}\nuser = \"postgres\"\ndbname = \"restored\"\nformat = \"custom\"\n",
+        f.vault().display(),
+        pg.port
+    );
+    fs::write(f.path("custom.toml"), custom).unwrap();
+    let snap = f
+        .cmd_in(f.root())
+        .env("PATH", path_with(&empty, &pg))
+        .args([
+            "--config",
+            "custom.toml",
+            "snapshot",
+            "--json",
+            "--no-promote",
+        ])
+        .run()
+        .success()
+        .json();
+    let m = manifest_json(&f, snap["id"].as_str().unwrap());
+    assert_eq!(m["streams"][0]["kind"], "postgres-custom", "{m:#}");
+    let url3 = format!("postgresql://postgres@127.0.0.1:{}/restored3", pg.port);
+    f.cmd_in(f.root())
+        .env("PATH", path_with(&empty, &pg))
+        .args([
+            "--config",
+            "custom.toml",
+            "restore",
+            "latest",
+            "--source",
+            "dbc",
+            "--into",
+            &url3,
+        ])
+        .run()
+        .success()
+        .stderr_has("pg_restore");
+    assert_eq!(pg.sql("restored3", CHECKSUM), before);
+
     // A dump cut short that still exits 0: the trailer check rejects it.
     pg.sql("postgres", "ALTER DATABASE restored RENAME TO bench");
     let fake = truncating_pg_dump(&f, &pg);
