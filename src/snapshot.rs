@@ -218,10 +218,20 @@ pub fn snapshot(
         }
     }
     let policy = TemplatePolicy::new(&globs)?;
-    let path_strings: Vec<String> = roots
+    // Streams are listed as `KIND:WHAT` (see `StreamSource::describe`), so that a snapshot of the
+    // same sources finds the last one as its parent.
+    let sources: Vec<SourcePath> = roots
         .iter()
-        .map(|r| r.path.to_string_lossy().into_owned())
+        .map(|r| SourcePath {
+            path: r.path.to_string_lossy().into_owned(),
+            name: crate::util::display_name(&r.name),
+        })
+        .chain(opts.streams.iter().map(|st| SourcePath {
+            path: st.describe(),
+            name: st.name.clone(),
+        }))
         .collect();
+    let path_strings: Vec<String> = sources.iter().map(|p| p.path.clone()).collect();
     let parent = if opts.no_parent {
         None
     } else {
@@ -381,13 +391,7 @@ pub fn snapshot(
         host: crate::util::hostname(),
         user: crate::util::username(),
         parent: parent.map(|(id, _)| id),
-        paths: roots
-            .iter()
-            .map(|r| SourcePath {
-                path: r.path.to_string_lossy().into_owned(),
-                name: crate::util::display_name(&r.name),
-            })
-            .collect(),
+        paths: sources,
         tree,
         stats,
         warnings,

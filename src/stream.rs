@@ -30,6 +30,21 @@ pub struct StreamSource {
     pub kind: StreamKind,
 }
 
+impl StreamSource {
+    /// `KIND:WHAT`, how the manifest lists this source among its paths. A command shows only its
+    /// program: its arguments could hold a secret the user put there.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            StreamKind::Command(argv) => {
+                format!("command:{}", argv.first().map_or("", String::as_str))
+            }
+            StreamKind::Stdin => "stdin:".into(),
+            StreamKind::Sqlite(path) => format!("sqlite:{}", path.display()),
+            StreamKind::Postgres { argv, .. } => format!("postgres:{}", argv.join(" ")),
+        }
+    }
+}
+
 /// Where a stream's bytes come from.
 #[derive(Debug, Clone)]
 pub enum StreamKind {

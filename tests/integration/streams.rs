@@ -56,6 +56,8 @@ fn a_failing_dump_command_is_rejected_and_the_lkg_stays() {
     assert_eq!(m["streams"][0]["ok"], true, "{m:#}");
     assert_eq!(m["streams"][0]["exit_code"], 0);
     assert_eq!(m["streams"][0]["bytes"], 2000 * 26);
+    // The manifest names the program, not its arguments (they may hold a secret).
+    assert_eq!(m["paths"][0]["path"], "command:sh", "{m:#}");
 
     // Half a dump, then an error: exit 1.
     config(
