@@ -232,15 +232,13 @@ pub fn snapshot(
         }))
         .collect();
     let path_strings: Vec<String> = sources.iter().map(|p| p.path.clone()).collect();
-    let parent = if opts.no_parent {
-        None
-    } else {
-        find_parent(vault, &path_strings)?
-    };
+    // The parent is recorded even with --no-parent (the mass-change gate finds its baseline
+    // through it); --no-parent only stops change detection from trusting it.
+    let parent = find_parent(vault, &path_strings)?;
     let reader = vault.blob_reader()?;
     let parent_root = match &parent {
-        Some((_, m)) => reader.tree(&m.tree).ok(),
-        None => None,
+        Some((_, m)) if !opts.no_parent => reader.tree(&m.tree).ok(),
+        _ => None,
     };
 
     let threads = if opts.threads == 0 {

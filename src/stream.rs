@@ -40,7 +40,8 @@ impl StreamSource {
             }
             StreamKind::Stdin => "stdin:".into(),
             StreamKind::Sqlite(path) => format!("sqlite:{}", path.display()),
-            StreamKind::Postgres { argv, .. } => format!("postgres:{}", argv.join(" ")),
+            // Not the argv: a URL in it is the user's to keep out of listings.
+            StreamKind::Postgres { .. } => format!("postgres:{}", self.file_name),
         }
     }
 }
@@ -148,10 +149,13 @@ pub fn open(kind: &StreamKind) -> Result<Opened, String> {
             // Drained on its own thread so a chatty command cannot block on a full pipe.
             let stderr_thread = std::thread::spawn(move || {
                 let mut buf = [0u8; 8192];
-                while let Ok(n) = stderr_pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
+                loop {
+                    let n = match stderr_pipe.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    };
                     let mut tail = sink.lock().expect("invariant: stderr lock");
                     tail.extend_from_slice(&buf[..n]);
                     let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
@@ -205,6 +209,9 @@ impl Opened {
         let mut problems: Vec<String> = read_error.into_iter().collect();
         let mut exit_code = None;
         match finish {
+            // Standard input has no exit status to check; an empty one is a producer that
+            // failed before writing anything.
+            Finish::Nothing if bytes == 0 => problems.push("the stream was empty".into()),
             Finish::Nothing => {}
             Finish::Sqlite { problems: p, .. } => problems.extend(p),
             Finish::Command {
@@ -290,8 +297,8 @@ fn sqlite_integrity(copy: &std::path::Path) -> Result<Vec<String>, String> {
     let rows: Vec<String> = stmt
         .query_map([], |r| r.get::<_, String>(0))
         .map_err(|e| format!("integrity_check: {e}"))?
-        .filter_map(|r| r.ok())
-        .collect();
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("integrity_check: {e}"))?;
     Ok(if rows == ["ok"] {
         Vec::new()
     } else {

@@ -142,10 +142,15 @@ impl Vault {
         let config = VaultConfig::load(&root.join(CONFIG_FILE))?;
         // Unlock before locking: a prompt must not hold the vault's lock.
         let (crypto, master) = if config.is_encrypted() {
-            let files = read_key_files(root)?;
+            // A stray or damaged file in keys/ must not lock everyone out: unlock with the key
+            // files that parse (`key list` still reports the others).
+            let (files, bad) = read_key_files_lenient(root)?;
             if files.is_empty() {
-                return Err(Error::Missing {
-                    object: format!("key files in {}", root.join(KEYS_DIR).display()),
+                return Err(match bad.into_iter().next() {
+                    Some(e) => e,
+                    None => Error::Missing {
+                        object: format!("key files in {}", root.join(KEYS_DIR).display()),
+                    },
                 });
             }
             let secret = secrets.secret("vault password")?;
@@ -561,43 +566,60 @@ impl BlobReader {
     }
 }
 
-/// Reads every `keys/*.json` (none when the directory is absent: a plain vault).
+/// Key files with their paths.
+type KeyFiles = Vec<(PathBuf, KeyFile)>;
+
+/// Reads every `keys/*.json`; the first file that does not parse or is misnamed is an error.
 fn read_key_files(root: &Path) -> Result<Vec<(PathBuf, KeyFile)>> {
+    let (files, bad) = read_key_files_lenient(root)?;
+    match bad.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(files),
+    }
+}
+
+/// Every `keys/*.json` that parses and is named after its id, and the errors of the others
+/// (none when the directory is absent: a plain vault).
+fn read_key_files_lenient(root: &Path) -> Result<(KeyFiles, Vec<Error>)> {
     let dir = root.join(KEYS_DIR);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(Error::io(&dir, e)),
     };
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     for f in entries {
         let f = f.at(&dir)?;
         let path = f.path();
         if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
+        let corrupt =
+            |reason: String| Error::corrupt(format!("key file {}", path.display()), reason);
         let len = f.metadata().at(&path)?.len();
         if len > KEY_FILE_MAX_BYTES {
-            return Err(Error::corrupt(
-                format!("key file {}", path.display()),
-                format!("{len} bytes is too large"),
-            ));
+            bad.push(corrupt(format!("{len} bytes is too large")));
+            continue;
         }
         let bytes = fs::read(&path).at(&path)?;
-        let key = KeyFile::parse(&bytes)
-            .map_err(|e| Error::corrupt(format!("key file {}", path.display()), e.to_string()))?;
+        let key = match KeyFile::parse(&bytes) {
+            Ok(k) => k,
+            Err(e) => {
+                bad.push(corrupt(e.to_string()));
+                continue;
+            }
+        };
         // The seal binds the id inside the file; the name must agree, or `key remove` would
         // remove a different key than the one listed.
         if path.file_stem().and_then(|s| s.to_str()) != Some(key.id().to_hex().as_str()) {
-            return Err(Error::corrupt(
-                format!("key file {}", path.display()),
-                format!("holds key {}", key.id().to_hex()),
-            ));
+            bad.push(corrupt(format!("holds key {}", key.id().to_hex())));
+            continue;
         }
         out.push((path, key));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+    Ok((out, bad))
 }
 
 /// Writes a new key file for `master` durably; returns its id.

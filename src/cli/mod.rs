@@ -80,10 +80,16 @@ struct Ctx {
 
 impl Ctx {
     /// Opens the vault at `root` with the global `--wait` and password sources.
-    /// The config file's gate settings, when there is one, replace `config.json`'s for the run.
+    /// The config file's gate settings, when it sets any, replace `config.json`'s for the run.
     fn open(&self, mode: LockMode) -> Result<Vault> {
         let mut vault = Vault::open(&self.root, mode, self.wait, &self.secrets)?;
-        if let Some(file) = &self.config {
+        // Only settings the file actually changes: a vault.toml without [gates.sanity] keeps
+        // what config.json holds.
+        if let Some(file) = self
+            .config
+            .as_ref()
+            .filter(|f| f.gates != crate::config::GateSettings::default())
+        {
             vault.config.gates = file.gates.clone();
         }
         Ok(vault)
@@ -371,14 +377,9 @@ fn default_vault() -> PathBuf {
 pub fn run(cli: Cli) -> Result<i32> {
     let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
     let found = VaultFile::locate(cli.config.as_deref(), None, &cwd);
-    // The config is read when it names the vault, lists the sources, or is what is asked about;
-    // a command given --vault and its paths runs without it.
-    let needed = match &cli.command {
-        Command::Config(ConfigCommand::Example) => false,
-        Command::Config(ConfigCommand::Check) => true,
-        Command::Snapshot(a) if a.paths.is_empty() => true,
-        _ => cli.vault.is_none() || cli.config.is_some(),
-    };
+    // A config that is found is read by every command (its gate settings must give `snapshot`,
+    // `gate` and `promote` the same verdicts), except the one that prints an example.
+    let needed = !matches!(&cli.command, Command::Config(ConfigCommand::Example));
     let config = match (&found, needed) {
         (Some(path), true) => Some(VaultFile::load(path)?),
         _ => None,

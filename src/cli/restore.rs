@@ -119,6 +119,18 @@ fn restore_stream(ctx: &mut Ctx, a: &RestoreArgs) -> Result<i32> {
                 path.display()
             )));
         }
+        // SQLite would replay a stale journal or WAL onto the restored file on its next open.
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let side = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if side.exists() {
+                return Err(Error::Invalid(format!(
+                    "{} exists beside {}: stop what uses the database and remove it first, or \
+                     restore to another path",
+                    side.display(),
+                    path.display()
+                )));
+            }
+        }
         // Temp file beside the destination, fsync, rename: a crash leaves no half a database.
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

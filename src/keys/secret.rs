@@ -221,7 +221,8 @@ fn run_password_command(command: &str) -> Result<Secret, KeyError> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
-        .stdin(Stdio::inherit())
+        // Never the vault's own stdin: it may be a dump piped to `snapshot --stdin`.
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -306,6 +306,17 @@ fn pg_connection(
     if let Some(port) = wire.port.as_ref().filter(|p| *p.get_ref() == 0) {
         return Err(ctx.invalid(port, format!("{what}: port 0 is not a port")));
     }
+    // libpq reads a dbname holding `=`, or starting like a URL, as a whole connection string,
+    // which could carry a password past the checks below.
+    if let Some(db) = wire.dbname.as_ref().filter(|d| {
+        let d = d.get_ref();
+        d.contains('=') || d.starts_with("postgres://") || d.starts_with("postgresql://")
+    }) {
+        return Err(ctx.invalid(
+            db,
+            format!("{what}: dbname must be a database name, not a connection string; use `url`"),
+        ));
+    }
     Ok(PgConnection::Params {
         host: text(&wire.host, "host")?,
         port: wire.port.as_ref().map(|p| *p.get_ref()),
@@ -327,14 +338,17 @@ fn check_pg_url(ctx: &Ctx<'_>, url: &Spanned<String>, what: &str) -> Result<(), 
             format!("{what}: url must start with postgresql:// or postgres://"),
         ));
     };
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    // libpq ends the authority at the first `/` only, and its user info at the last `@` in it.
+    let authority = rest.split('/').next().unwrap_or_default();
     let has_password = authority
         .rsplit_once('@')
         .is_some_and(|(userinfo, _)| userinfo.contains(':'));
     let query = rest.split_once('?').map_or("", |(_, q)| q);
-    let password_param = query
-        .split('&')
-        .any(|p| p.split('=').next().is_some_and(|k| k == "password"));
+    // Parameter names are percent-decoded by libpq (`%70assword`).
+    let password_param = query.split('&').any(|p| {
+        let key = percent_decode(p.split('=').next().unwrap_or_default()).to_ascii_lowercase();
+        key == "password" || key == "sslpassword"
+    });
     if has_password || password_param {
         return Err(ctx.invalid(
             url,
@@ -342,6 +356,31 @@ fn check_pg_url(ctx: &Ctx<'_>, url: &Spanned<String>, what: &str) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+/// `%XX` escapes decoded (invalid ones kept as written).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A stream file name: one component, valid on NTFS as on ext4 (restores may land on either).

@@ -130,6 +130,24 @@ fn config_check_names_line_and_column_and_refuses_secrets() {
         .stderr_has("PGPASSFILE");
     assert!(!run.stderr.contains("hunter2"), "{run:#?}");
 
+    // A password smuggled in as a connection string in dbname, or past a `?` in a URL.
+    for sneaky in [
+        "dbname = \"host=db user=u password=hunter2 dbname=app\"",
+        "url = \"postgresql://u:pa?ss@127.0.0.1/app\"",
+        "url = \"postgresql://u@127.0.0.1/app?%70assword=hunter2\"",
+    ] {
+        write_config(
+            &f,
+            &format!("\n[[source]]\nname = \"db\"\nkind = \"postgres\"\n{sneaky}\n"),
+        );
+        let run = f
+            .cmd_in(f.root())
+            .args(["config", "check"])
+            .run()
+            .one_line_error(1);
+        assert!(!run.stderr.contains("hunter2"), "{run:#?}");
+    }
+
     // Found through VAULT_CONFIG too, from anywhere.
     fs::create_dir_all(f.path("elsewhere")).unwrap();
     f.cmd_in(&f.path("elsewhere"))

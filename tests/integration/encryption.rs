@@ -419,4 +419,18 @@ fn key_rotation_keeps_every_snapshot_restorable() {
         .filter(|a| a.starts_with("key-"))
         .collect();
     assert_eq!(actions, ["key-add", "key-remove", "key-passwd"]);
+
+    // A stray file in keys/ does not lock anyone out; `key list` names it.
+    fs::write(f.vault().join("keys/0123.json"), "{}").unwrap();
+    f.cmd()
+        .env("VAULT_PASSWORD_FILE", &p3)
+        .arg("snapshots")
+        .run()
+        .success();
+    f.cmd()
+        .env("VAULT_PASSWORD_FILE", &p3)
+        .args(["key", "list"])
+        .run()
+        .one_line_error(4)
+        .stderr_has("0123.json");
 }

@@ -169,6 +169,15 @@ fn a_simulated_mass_encryption_is_rejected_even_on_the_next_run() {
     let again = rejected_by_sanity(&f, &ws);
     assert!(again.contains("mass change"), "{again}");
     assert_eq!(lkg(&f).as_deref(), Some(good.as_str()));
+    // Nor does --no-parent (which only skips change detection) get around it.
+    let run = f
+        .cmd()
+        .args(["snapshot", "--json", "--no-parent"])
+        .arg(&ws)
+        .run()
+        .code(5);
+    assert_eq!(run.json()["promoted"], false);
+    assert_eq!(lkg(&f).as_deref(), Some(good.as_str()));
 
     // Rewriting text files (even all of them) is not encryption.
     let g = f.path("g");

@@ -19,7 +19,30 @@ fn config(f: &Fixture, sources: &str) {
 #[test]
 fn stdin_is_stored_as_one_stream_with_its_sha256() {
     let f = Fixture::with_vault();
-    let dump = [&b"-- PostgreSQL database dump\n"[..], &text_bytes(300_000)].concat();
+    let body = [
+        &b"--\n-- PostgreSQL database dump\n--\n"[..],
+        &text_bytes(300_000),
+    ]
+    .concat();
+    // Cut short (no completion trailer): an exit status we cannot see, but the gate can tell.
+    let cut = f
+        .cmd()
+        .args(["snapshot", "--json", "--stdin", "--name", "pgdump"])
+        .run_with_stdin(&body)
+        .code(5)
+        .stdout_has("completion trailer");
+    assert_eq!(cut.json()["promoted"], false);
+    // Nothing at all is a failed producer too.
+    f.cmd()
+        .args(["snapshot", "--stdin", "--name", "pgdump"])
+        .run_with_stdin(b"")
+        .code(5)
+        .stderr_has("the stream was empty");
+    let dump = [
+        &body[..],
+        b"\n--\n-- PostgreSQL database dump complete\n--\n\n",
+    ]
+    .concat();
     let snap = f
         .cmd()
         .args(["snapshot", "--json", "--stdin", "--name", "pgdump"])

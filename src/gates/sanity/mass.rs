@@ -84,14 +84,21 @@ pub fn check(
     }
 }
 
-/// The nearest ancestor whose recorded gates all passed (a snapshot from before the gates, with
-/// none recorded, counts as passed). Safety snapshots are never baselines.
+/// The nearest ancestor whose recorded gates all passed, or that is the last-known-good (a
+/// snapshot from before the gates, with none recorded, counts as passed). Safety snapshots are
+/// never baselines.
 fn baseline(input: &GateInput<'_>, manifest: &Manifest) -> Option<(SnapshotId, Manifest)> {
+    // A snapshot promoted later (`vault promote` after a threshold was raised) passed too,
+    // though its recorded results say otherwise: the current last-known-good counts.
+    let lkg = crate::lkg::read(input.vault)
+        .ok()
+        .flatten()
+        .map(|r| r.snapshot);
     let mut next = manifest.parent;
     for _ in 0..BASELINE_DEPTH_MAX {
         let id = next?;
         let m = input.vault.manifest(&id).ok()?;
-        let passed = m.gates.as_ref().is_none_or(|g| gates::all_passed(g));
+        let passed = m.gates.as_ref().is_none_or(|g| gates::all_passed(g)) || lkg == Some(id);
         if passed && !m.safety {
             return Some((id, m));
         }

@@ -88,13 +88,10 @@ impl Gate for SanityGate {
                 st.problems.join("; ")
             ));
         }
-        // A plain pg_dump that exited 0 but lacks its completion trailer was cut short.
-        for st in manifest
-            .streams
-            .iter()
-            .filter(|st| st.ok && st.kind == "postgres-plain")
-        {
-            if let Err(why) = pg_trailer(input, &manifest, &st.path) {
+        // A plain pg_dump that exited 0 but lacks its completion trailer was cut short; so was
+        // one piped in (`pg_dump | vault snapshot --stdin`), whose exit status is unknown.
+        for st in manifest.streams.iter().filter(|st| st.ok) {
+            if let Err(why) = pg_trailer(input, &manifest, &st.path, st.kind == "postgres-plain") {
                 reasons.push(format!("source {}: {why}", st.source));
             }
         }
@@ -211,13 +208,16 @@ impl git::GitDir for StoredGitDir<'_> {
     }
 }
 
-/// Checks that a stored plain dump ends with pg_dump's completion trailer.
+/// Checks that a stored plain dump ends with pg_dump's completion trailer. A stream not known to
+/// be one is checked only when it starts like one.
 fn pg_trailer(
     input: &GateInput<'_>,
     manifest: &crate::manifest::Manifest,
     path: &str,
+    known_plain_dump: bool,
 ) -> Result<(), String> {
     const TAIL: u64 = 256;
+    const HEAD: usize = 64;
     let entry = stored::lookup(input.reader, &manifest.tree, path).map_err(|e| e.full())?;
     let Some(Entry {
         node: Node::File { chunks },
@@ -226,6 +226,12 @@ fn pg_trailer(
     else {
         return Err(format!("{path} is missing from the snapshot"));
     };
+    if !known_plain_dump {
+        let head = stored::read_range(input.reader, &chunks, 0, HEAD).map_err(|e| e.full())?;
+        if !String::from_utf8_lossy(&head).contains("-- PostgreSQL database dump") {
+            return Ok(());
+        }
+    }
     let len = stored::file_len(input.reader, &chunks).map_err(|e| e.full())?;
     let tail = stored::read_range(
         input.reader,
