@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::id::BlobId;
-use crate::tree::{Entry, Node};
+use crate::tree::{Entry, Node, Tree};
 use crate::vault::BlobReader;
 
 /// What a walk visitor wants next.
@@ -45,11 +45,20 @@ pub fn walk(
 
 /// The entry at `path` (`/`-separated, from the snapshot's root tree), or `None`.
 pub fn lookup(reader: &BlobReader, root: &BlobId, path: &str) -> Result<Option<Entry>> {
+    lookup_with(root, path, |id| reader.tree(id))
+}
+
+/// [`lookup`] with the trees fetched by `tree` (a caller that looks up many paths caches them).
+pub fn lookup_with(
+    root: &BlobId,
+    path: &str,
+    mut tree: impl FnMut(&BlobId) -> Result<Tree>,
+) -> Result<Option<Entry>> {
     let mut dir = *root;
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     for (i, part) in parts.iter().enumerate() {
-        let tree = reader.tree(&dir)?;
-        let Some(e) = tree.get(part.as_bytes()) else {
+        let listing = tree(&dir)?;
+        let Some(e) = listing.get(part.as_bytes()) else {
             return Ok(None);
         };
         if i + 1 == parts.len() {

@@ -201,14 +201,7 @@ impl VaultCmd {
             .cmd
             .output()
             .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-        let run = Run {
-            shown,
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        run.assert_no_panic();
-        run
+        Run::finished(shown, out)
     }
 
     /// Runs to completion with `input` on its standard input.
@@ -230,14 +223,7 @@ impl VaultCmd {
             .wait_with_output()
             .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
         feeder.join().expect("stdin feeder");
-        let run = Run {
-            shown,
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        run.assert_no_panic();
-        run
+        Run::finished(shown, out)
     }
 
     /// Starts the command with stdout and stderr discarded (for kill and lock tests).
@@ -262,6 +248,18 @@ pub struct Run {
 }
 
 impl Run {
+    /// The outcome of a finished process; fails the test if the binary panicked.
+    fn finished(shown: String, out: std::process::Output) -> Run {
+        let run = Run {
+            shown,
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        run.assert_no_panic();
+        run
+    }
+
     fn context(&self) -> String {
         format!(
             "command: {}\nexit: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -356,6 +354,16 @@ impl Run {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.context()))
     }
+}
+
+/// The result of gate `name` in a snapshot's or a gate run's JSON.
+pub fn gate_result<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["gates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no gates in {v:#}"))
+        .iter()
+        .find(|g| g["gate"] == name)
+        .unwrap_or_else(|| panic!("no gate {name} in {v:#}"))
 }
 
 /// The last-known-good snapshot id, from `vault status --json` (the ref itself is sealed).

@@ -32,13 +32,7 @@ fn rejected_by_sanity(f: &Fixture, ws: &Path) -> String {
         .map(|g| g["gate"].as_str().unwrap())
         .collect();
     assert_eq!(failed, ["sanity"], "{v:#}");
-    let sanity = v["gates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["gate"] == "sanity")
-        .unwrap();
-    sanity["reasons"].to_string()
+    gate_result(&v, "sanity")["reasons"].to_string()
 }
 
 fn git(dir: &Path, args: &[&str]) {

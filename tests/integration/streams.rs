@@ -94,13 +94,7 @@ fn a_failing_dump_command_is_rejected_and_the_lkg_stays() {
         .code(5)
         .stderr_has("source db failed");
     let v = run.json();
-    let sanity = v["gates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["gate"] == "sanity")
-        .unwrap()
-        .to_string();
+    let sanity = gate_result(&v, "sanity").to_string();
     assert!(
         sanity.contains("exit status: 1") && sanity.contains("connection lost"),
         "{sanity}"

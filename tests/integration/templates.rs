@@ -206,12 +206,7 @@ fn config_that_cannot_be_templated_is_not_stored_and_fails_the_gate() {
         .code(5)
         .stderr_has("openclaw.json");
     let v = run.json();
-    let gate = v["gates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["gate"] == "template_only")
-        .unwrap();
+    let gate = gate_result(&v, "template_only");
     assert_eq!(gate["passed"], false, "{v:#}");
     let reasons = gate["reasons"].to_string();
     assert!(

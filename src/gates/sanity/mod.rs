@@ -116,33 +116,18 @@ impl<'a> StoredGitDir<'a> {
         }
     }
 
-    fn tree(&self, id: &BlobId) -> Result<Tree, String> {
+    fn tree(&self, id: &BlobId) -> crate::error::Result<Tree> {
         if let Some(t) = self.trees.borrow().get(id) {
             return Ok(t.clone());
         }
-        let t = self.reader.tree(id).map_err(|e| e.full())?;
+        let t = self.reader.tree(id)?;
         self.trees.borrow_mut().insert(*id, t.clone());
         Ok(t)
     }
 
     /// The entry at `rel` (`/`-separated), or `None`.
     fn entry(&self, rel: &str) -> Result<Option<Entry>, String> {
-        let mut dir = self.root;
-        let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
-        for (i, part) in parts.iter().enumerate() {
-            let tree = self.tree(&dir)?;
-            let Some(e) = tree.get(part.as_bytes()) else {
-                return Ok(None);
-            };
-            if i + 1 == parts.len() {
-                return Ok(Some(e.clone()));
-            }
-            match &e.node {
-                Node::Dir { subtree } => dir = *subtree,
-                _ => return Ok(None),
-            }
-        }
-        Ok(None)
+        stored::lookup_with(&self.root, rel, |id| self.tree(id)).map_err(|e| e.full())
     }
 
     fn chunks(&self, rel: &str) -> Result<Option<Vec<BlobId>>, String> {
@@ -199,7 +184,8 @@ impl git::GitDir for StoredGitDir<'_> {
         Ok(match dir {
             None => Vec::new(),
             Some(id) => self
-                .tree(&id)?
+                .tree(&id)
+                .map_err(|e| e.full())?
                 .entries
                 .iter()
                 .map(|e| display_name(&e.name))
