@@ -21,6 +21,10 @@ pub enum Error {
     #[error("no vault at {}: run `vault init` first or pass --vault DIR", path.display())]
     NoVault { path: PathBuf },
 
+    /// A remote holds no vault (no `config.json`): nothing was pushed there.
+    #[error("no vault on remote {remote}: nothing has been pushed there (no config.json)")]
+    NoRemoteVault { remote: String },
+
     /// `vault init` on a directory that holds something else.
     #[error("{} is not empty and is not a vault; refusing to initialise it", path.display())]
     NotEmpty { path: PathBuf },
@@ -76,6 +80,10 @@ pub enum Error {
     /// A key or secret problem: a wrong password, no password given, an unreadable key file.
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+
+    /// A remote failed (after its retries); the message names the remote and the object.
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
 
     /// `vault.toml` is unreadable or invalid (the message names file, line and column).
     #[error(transparent)]

@@ -39,6 +39,7 @@
 //! ```
 
 pub mod audit;
+pub mod backend;
 pub mod blob;
 pub mod chunk;
 pub mod config;
@@ -55,6 +56,8 @@ pub mod ls;
 pub mod manifest;
 pub mod pack;
 pub mod progress;
+pub mod push;
+pub mod remote;
 pub mod restore;
 pub mod snapshot;
 pub mod stored;

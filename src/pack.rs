@@ -194,26 +194,39 @@ fn check_header(crypto: &Crypto, h: &[u8]) -> std::result::Result<bool, String> 
 
 /// Reads only a pack's header, footer and trailer from disk.
 pub fn read_trailer(crypto: &Crypto, path: &Path) -> Result<Vec<PackEntry>> {
-    let obj = || format!("pack {}", path.display());
     let file = File::open(path).at(path)?;
     let len = file.metadata().at(path)?.len();
+    read_trailer_with(
+        crypto,
+        len,
+        &format!("pack {}", path.display()),
+        |offset, n| {
+            let mut buf = vec![0u8; n];
+            file.read_exact_at(&mut buf, offset).at(path)?;
+            Ok(buf)
+        },
+    )
+}
+
+/// Reads a pack's trailer through `read_at(offset, len)` (a file, or range requests to a remote):
+/// the header, then the footer, then the trailer the footer points to. `len` is the pack's size;
+/// `object` names it in errors.
+pub fn read_trailer_with(
+    crypto: &Crypto,
+    len: u64,
+    object: &str,
+    read_at: impl Fn(u64, usize) -> Result<Vec<u8>>,
+) -> Result<Vec<PackEntry>> {
+    let corrupt = |r: String| Error::corrupt(object, r);
     if len < HEADER_BYTES + FOOTER_BYTES {
-        return Err(Error::corrupt(
-            obj(),
-            format!("{len} bytes is too short for a pack"),
-        ));
+        return Err(corrupt(format!("{len} bytes is too short for a pack")));
     }
-    let mut header = [0u8; HEADER_BYTES as usize];
-    file.read_exact_at(&mut header, 0).at(path)?;
-    let sealed = check_header(crypto, &header).map_err(|r| Error::corrupt(obj(), r))?;
-    let mut footer = [0u8; FOOTER_BYTES as usize];
-    file.read_exact_at(&mut footer, len - FOOTER_BYTES)
-        .at(path)?;
-    let (tlen, sum) = parse_footer(&footer, len, sealed).map_err(|r| Error::corrupt(obj(), r))?;
-    let mut trailer = vec![0u8; tlen as usize];
-    file.read_exact_at(&mut trailer, len - FOOTER_BYTES - u64::from(tlen))
-        .at(path)?;
-    parse_trailer(crypto, &trailer, &sum, len).map_err(|r| Error::corrupt(obj(), r))
+    let header = read_at(0, HEADER_BYTES as usize)?;
+    let sealed = check_header(crypto, &header).map_err(corrupt)?;
+    let footer = read_at(len - FOOTER_BYTES, FOOTER_BYTES as usize)?;
+    let (tlen, sum) = parse_footer(&footer, len, sealed).map_err(corrupt)?;
+    let trailer = read_at(len - FOOTER_BYTES - u64::from(tlen), tlen as usize)?;
+    parse_trailer(crypto, &trailer, &sum, len).map_err(corrupt)
 }
 
 /// A pack that has been written, fsynced and renamed into place.

@@ -28,6 +28,7 @@ use crate::keys::{self, KdfParams, KeyFile, MasterKey, Secret, SecretSource};
 use crate::lock::{LockMode, VaultLock};
 use crate::manifest::{Manifest, MANIFEST_MAX_BYTES};
 use crate::pack;
+use crate::remote::RemotePacks;
 use crate::tree::Tree;
 
 const CONFIG_FILE: &str = "config.json";
@@ -50,8 +51,19 @@ pub struct Vault {
     /// The master key and the id of the key file that unlocked it (encrypted vaults).
     master: Option<(MasterKey, String)>,
     index: Index,
+    /// Where the packs are: in `packs/`, or on a remote this directory mirrors.
+    packs: PackSource,
     mode: LockMode,
     _lock: VaultLock,
+}
+
+/// Where a vault's packs are read from.
+#[derive(Clone)]
+pub enum PackSource {
+    /// `packs/` under the vault root.
+    Local(PathBuf),
+    /// A remote, read by range requests through a local cache (see [`crate::remote`]).
+    Remote(Arc<RemotePacks>),
 }
 
 /// What [`Vault::reconcile`] changed.
@@ -116,7 +128,19 @@ impl Vault {
         wait: Option<Duration>,
         secrets: &SecretSource,
     ) -> Result<Vault> {
-        Self::open_inner(root, mode, wait, secrets, false)
+        Self::open_inner(root, mode, wait, secrets, false, None)
+    }
+
+    /// Opens the local mirror of a remote vault (see [`crate::remote::open`]): manifests, keys and
+    /// the ref are files in `root`, the packs are read from the remote. Exclusive: opening
+    /// indexes the remote's new packs from their trailers.
+    pub fn open_mirror(
+        root: &Path,
+        packs: Arc<RemotePacks>,
+        wait: Option<Duration>,
+        secrets: &SecretSource,
+    ) -> Result<Vault> {
+        Self::open_inner(root, LockMode::Exclusive, wait, secrets, false, Some(packs))
     }
 
     /// Opens a vault exclusively with a new, empty index (for `reindex`: the old one may be
@@ -126,7 +150,7 @@ impl Vault {
         wait: Option<Duration>,
         secrets: &SecretSource,
     ) -> Result<Vault> {
-        Self::open_inner(root, LockMode::Exclusive, wait, secrets, true)
+        Self::open_inner(root, LockMode::Exclusive, wait, secrets, true, None)
     }
 
     fn open_inner(
@@ -135,6 +159,7 @@ impl Vault {
         wait: Option<Duration>,
         secrets: &SecretSource,
         new_index: bool,
+        remote: Option<Arc<RemotePacks>>,
     ) -> Result<Vault> {
         if !root.join(CONFIG_FILE).exists() {
             return Err(Error::NoVault { path: root.into() });
@@ -183,6 +208,10 @@ impl Vault {
             crypto,
             master,
             index,
+            packs: match remote {
+                Some(r) => PackSource::Remote(r),
+                None => PackSource::Local(root.join("packs")),
+            },
             mode,
             _lock: lock,
         };
@@ -224,23 +253,20 @@ impl Vault {
         audit::append(&self.audit_path(), record)
     }
 
-    /// Every pack file on disk with its size.
+    /// Every pack with its size: the files in `packs/`, or the remote's packs.
     pub fn pack_files(&self) -> Result<HashMap<PackId, u64>> {
-        let dir = self.packs_dir();
-        let mut out = HashMap::new();
-        for sub in fs::read_dir(&dir).at(&dir)? {
-            let sub = sub.at(&dir)?;
-            if !sub.file_type().at(sub.path())?.is_dir() {
-                continue;
-            }
-            for f in fs::read_dir(sub.path()).at(sub.path())? {
-                let f = f.at(sub.path())?;
-                if let Some(id) = f.file_name().to_str().and_then(pack::parse_pack_name) {
-                    out.insert(id, f.metadata().at(f.path())?.len());
-                }
-            }
+        match &self.packs {
+            PackSource::Local(dir) => local_pack_files(dir),
+            PackSource::Remote(r) => r.list(),
         }
-        Ok(out)
+    }
+
+    /// Reads a pack's trailer from wherever the packs are.
+    fn read_trailer(&self, id: &PackId, size: u64) -> Result<Vec<pack::PackEntry>> {
+        match &self.packs {
+            PackSource::Local(dir) => pack::read_trailer(&self.crypto, &pack::pack_path(dir, id)),
+            PackSource::Remote(r) => r.read_trailer(&self.crypto, id, size),
+        }
     }
 
     /// Brings the index in line with `packs/`: indexes packs it lacks (from their trailers) and
@@ -256,9 +282,8 @@ impl Vault {
         let indexed = self.index.packs()?;
         for (id, size) in &on_disk {
             if indexed.get(id) != Some(size) {
-                let path = pack::pack_path(&self.packs_dir(), id);
                 // A pack whose trailer does not parse is left for `verify` to report.
-                if let Ok(entries) = pack::read_trailer(&self.crypto, &path) {
+                if let Ok(entries) = self.read_trailer(id, *size) {
                     self.index.add_pack(id, *size, &entries)?;
                     r.packs_added += 1;
                 }
@@ -280,8 +305,7 @@ impl Vault {
         let mut blobs = 0;
         let mut problems = Vec::new();
         for (id, size) in self.pack_files()? {
-            let path = pack::pack_path(&self.packs_dir(), &id);
-            match pack::read_trailer(&self.crypto, &path) {
+            match self.read_trailer(&id, size) {
                 Ok(entries) => {
                     self.index.add_pack(&id, size, &entries)?;
                     packs += 1;
@@ -478,7 +502,7 @@ impl Vault {
     /// A reader of blobs backed by the full location map (one query, then no SQLite).
     pub fn blob_reader(&self) -> Result<BlobReader> {
         Ok(BlobReader {
-            packs_dir: self.packs_dir(),
+            packs: self.packs.clone(),
             crypto: self.crypto.clone(),
             locations: self.index.locations()?,
             files: Mutex::new(HashMap::new()),
@@ -488,7 +512,7 @@ impl Vault {
 
 /// Reads and checks blobs from packs; safe to share between threads.
 pub struct BlobReader {
-    packs_dir: PathBuf,
+    packs: PackSource,
     crypto: Crypto,
     locations: HashMap<BlobId, Location>,
     files: Mutex<HashMap<PackId, Arc<File>>>,
@@ -510,12 +534,26 @@ impl BlobReader {
         &self.locations
     }
 
-    /// The path of a pack.
-    pub fn pack_path(&self, id: &PackId) -> PathBuf {
-        pack::pack_path(&self.packs_dir, id)
+    /// A pack's name for messages: its path, or its name on the remote.
+    pub fn pack_label(&self, id: &PackId) -> String {
+        match &self.packs {
+            PackSource::Local(dir) => pack::pack_path(dir, id).display().to_string(),
+            PackSource::Remote(r) => r.label(id),
+        }
     }
 
-    fn file(&self, id: &PackId) -> Result<Arc<File>> {
+    /// A whole pack's bytes (verify's `--read-data`).
+    pub fn read_pack(&self, id: &PackId) -> Result<Vec<u8>> {
+        match &self.packs {
+            PackSource::Local(dir) => {
+                let path = pack::pack_path(dir, id);
+                fs::read(&path).at(&path)
+            }
+            PackSource::Remote(r) => r.read_pack(id),
+        }
+    }
+
+    fn file(&self, dir: &Path, id: &PackId) -> Result<Arc<File>> {
         let mut files = self
             .files
             .lock()
@@ -526,7 +564,7 @@ impl BlobReader {
         if files.len() >= OPEN_PACKS_MAX {
             files.clear();
         }
-        let path = self.pack_path(id);
+        let path = pack::pack_path(dir, id);
         let f = Arc::new(File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::Missing {
                 object: format!("pack {id}"),
@@ -542,21 +580,29 @@ impl BlobReader {
         let loc = self.locations.get(id).ok_or_else(|| Error::Missing {
             object: format!("blob {id} (not in the index)"),
         })?;
-        let f = self.file(&loc.pack)?;
-        let stored = pack::read_stored(&f, &self.pack_path(&loc.pack), &loc.entry)?;
-        blob::open(
-            &self.crypto,
-            id,
-            loc.entry.compression,
-            loc.entry.raw_len,
-            &stored,
-        )
-        .map_err(|e| match e {
-            Error::Corrupt { reason, .. } => {
-                Error::corrupt(format!("blob {id} in pack {}", loc.pack), reason)
+        let open = |stored: &[u8]| {
+            blob::open(
+                &self.crypto,
+                id,
+                loc.entry.compression,
+                loc.entry.raw_len,
+                stored,
+            )
+            .map_err(|e| match e {
+                Error::Corrupt { reason, .. } => {
+                    Error::corrupt(format!("blob {id} in pack {}", loc.pack), reason)
+                }
+                other => other,
+            })
+        };
+        match &self.packs {
+            PackSource::Local(dir) => {
+                let f = self.file(dir, &loc.pack)?;
+                let stored = pack::read_stored(&f, &pack::pack_path(dir, &loc.pack), &loc.entry)?;
+                open(&stored)
             }
-            other => other,
-        })
+            PackSource::Remote(r) => r.read_blob(&loc.pack, &loc.entry, open),
+        }
     }
 
     /// Reads and decodes a tree blob.
@@ -564,6 +610,24 @@ impl BlobReader {
         let bytes = self.read(id)?;
         Tree::decode(&bytes).map_err(|r| Error::corrupt(format!("tree {id}"), r))
     }
+}
+
+/// Every `packs/<2 hex>/<id>.pack` with its size.
+fn local_pack_files(dir: &Path) -> Result<HashMap<PackId, u64>> {
+    let mut out = HashMap::new();
+    for sub in fs::read_dir(dir).at(dir)? {
+        let sub = sub.at(dir)?;
+        if !sub.file_type().at(sub.path())?.is_dir() {
+            continue;
+        }
+        for f in fs::read_dir(sub.path()).at(sub.path())? {
+            let f = f.at(sub.path())?;
+            if let Some(id) = f.file_name().to_str().and_then(pack::parse_pack_name) {
+                out.insert(id, f.metadata().at(f.path())?.len());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Key files with their paths.

@@ -115,7 +115,7 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
         }
         let total: u64 = ids.iter().map(|id| on_disk[id]).sum();
         progress.inc_total(total);
-        let results = read_packs(&reader, &ids, opts.threads, progress);
+        let results = read_packs(&reader, &ids, &on_disk, opts.threads, progress);
         report.packs_read = ids.len();
         report.bytes_read = total;
         for (id, outcome) in results {
@@ -210,6 +210,7 @@ type PackOutcome = std::result::Result<(), (String, Vec<BlobId>)>;
 fn read_packs(
     reader: &BlobReader,
     ids: &[PackId],
+    sizes: &HashMap<PackId, u64>,
     threads: usize,
     progress: &Progress,
 ) -> Vec<(PackId, PackOutcome)> {
@@ -228,11 +229,7 @@ fn read_packs(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(id) = ids.get(i) else { break };
                 let r = check_pack(reader, id);
-                progress.inc(
-                    std::fs::metadata(reader.pack_path(id))
-                        .map(|m| m.len())
-                        .unwrap_or(0),
-                );
+                progress.inc(sizes.get(id).copied().unwrap_or(0));
                 out.lock().expect("invariant: result lock").push((*id, r));
             });
         }
@@ -242,7 +239,6 @@ fn read_packs(
 
 /// Reads one pack whole and checks its id, trailer and every blob.
 fn check_pack(reader: &BlobReader, id: &PackId) -> PackOutcome {
-    let path = reader.pack_path(id);
     // Only on failure: which blobs the index places in this pack.
     let indexed = || -> Vec<BlobId> {
         reader
@@ -252,7 +248,9 @@ fn check_pack(reader: &BlobReader, id: &PackId) -> PackOutcome {
             .map(|(b, _)| *b)
             .collect()
     };
-    let bytes = std::fs::read(&path).map_err(|e| (format!("cannot read: {e}"), indexed()))?;
+    let bytes = reader
+        .read_pack(id)
+        .map_err(|e| (format!("cannot read: {}", e.full()), indexed()))?;
     let entries = match pack::parse_pack(reader.crypto(), &bytes) {
         Ok(e) => e,
         Err(reason) => return Err((reason, indexed())),

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{exit, say, AuditArgs, Ctx, Out, VerifyArgs};
 use crate::audit::{self, AuditRecord};
+use crate::backend::RemoteSpec;
 use crate::error::{Error, Result};
 use crate::gates::{self, GateResult};
 use crate::id::SnapshotId;
@@ -21,7 +22,15 @@ const BLOBS_SHOWN: usize = 10;
 
 /// `vault verify`.
 pub(super) fn verify(ctx: &mut Ctx, a: &VerifyArgs) -> Result<i32> {
-    let vault = ctx.open(LockMode::Shared)?;
+    let remote = match (&a.remote, &a.from) {
+        (Some(name), _) => Some(ctx.remote_spec(name)?),
+        (None, Some(url)) => Some(RemoteSpec::from_url(url).map_err(Error::Usage)?),
+        (None, None) => None,
+    };
+    let vault = match &remote {
+        Some(spec) => ctx.open_remote(spec)?,
+        None => ctx.open(LockMode::Shared)?,
+    };
     let opts = VerifyOptions {
         read_data: a.read_data || a.read_data_subset.is_some(),
         subset_percent: a.read_data_subset,
@@ -34,12 +43,15 @@ pub(super) fn verify(ctx: &mut Ctx, a: &VerifyArgs) -> Result<i32> {
     };
     let r = crate::verify::verify(&vault, &opts, &progress)?;
     let outcome = if r.is_clean() { "ok" } else { "damaged" };
-    vault.audit(
-        &AuditRecord::new("verify", None, outcome).with_detail(json!({
-            "read_data": opts.read_data, "subset_percent": opts.subset_percent,
-            "problems": r.problems.len(), "damaged_packs": r.damaged_packs.len(),
-        })),
-    )?;
+    let record = AuditRecord::new("verify", None, outcome).with_detail(json!({
+        "read_data": opts.read_data, "subset_percent": opts.subset_percent,
+        "problems": r.problems.len(), "damaged_packs": r.damaged_packs.len(),
+        "remote": remote.as_ref().map(|s| s.url.to_string()),
+    }));
+    vault.audit(&record)?;
+    if remote.is_some() {
+        ctx.audit_local(&record)?;
+    }
     let out = &mut ctx.out;
     if ctx.json {
         out.json(json!({"clean": r.is_clean(), "report": r}))?;

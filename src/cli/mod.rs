@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::backend::RemoteSpec;
 use crate::error::{Error, Result};
 use crate::keys::{KeyError, SecretSource};
 use crate::lock::LockMode;
@@ -22,6 +23,7 @@ mod check;
 mod config;
 mod keys;
 mod list;
+mod remote;
 mod restore;
 mod snapshot;
 
@@ -75,6 +77,8 @@ struct Ctx {
     json: bool,
     secrets: SecretSource,
     wait: Option<Duration>,
+    /// Where remote mirrors live (`--cache-dir`); `None`: one per remote under ~/.cache.
+    cache_dir: Option<PathBuf>,
     out: Out,
 }
 
@@ -82,7 +86,51 @@ impl Ctx {
     /// Opens the vault at `root` with the global `--wait` and password sources.
     /// The config file's gate settings, when it sets any, replace `config.json`'s for the run.
     fn open(&self, mode: LockMode) -> Result<Vault> {
-        let mut vault = Vault::open(&self.root, mode, self.wait, &self.secrets)?;
+        let vault = Vault::open(&self.root, mode, self.wait, &self.secrets)?;
+        Ok(self.with_file_gates(vault))
+    }
+
+    /// Opens the vault on a remote through its local mirror (see [`crate::remote`]).
+    fn open_remote(&self, spec: &RemoteSpec) -> Result<Vault> {
+        let backend = crate::backend::open(spec)?;
+        let cache = self
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| crate::remote::default_cache_dir(&backend.location()));
+        let vault = crate::remote::open(backend, &cache, self.wait, &self.secrets)?;
+        Ok(self.with_file_gates(vault))
+    }
+
+    /// The remote named `name` in the config file.
+    fn remote_spec(&self, name: &str) -> Result<RemoteSpec> {
+        let file = self.config.as_ref().ok_or_else(|| {
+            Error::Usage(format!(
+                "no config file names remote {name:?} (pass --config FILE, or use --from URL)"
+            ))
+        })?;
+        let remote = file.remotes.iter().find(|r| r.name == name);
+        remote.map(RemoteSpec::from).ok_or_else(|| {
+            let known: Vec<&str> = file.remotes.iter().map(|r| r.name.as_str()).collect();
+            Error::Usage(format!(
+                "no remote {name:?} in the config file (it has: {})",
+                if known.is_empty() {
+                    "none; add one with `vault remote add NAME URL`".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
+    }
+
+    /// Appends an audit record to the local vault's log, when there is a local vault.
+    fn audit_local(&self, record: &crate::audit::AuditRecord) -> Result<()> {
+        if self.root.join("config.json").exists() {
+            crate::audit::append(&self.root.join("audit.log"), record)?;
+        }
+        Ok(())
+    }
+
+    fn with_file_gates(&self, mut vault: Vault) -> Vault {
         // Only settings the file actually changes: a vault.toml without [gates.sanity] keeps
         // what config.json holds.
         if let Some(file) = self
@@ -92,7 +140,7 @@ impl Ctx {
         {
             vault.config.gates = file.gates.clone();
         }
-        Ok(vault)
+        vault
     }
 }
 
@@ -111,6 +159,8 @@ pub mod exit {
     pub const LOCKED: i32 = 11;
     /// Wrong password or key file, or no password given, for an encrypted vault.
     pub const KEY: i32 = 12;
+    /// A remote failed after its retries (unreachable, refused, or an append-only refusal).
+    pub const REMOTE: i32 = 13;
 }
 
 /// AtlasVault: deduplicating, verified snapshots of your stack.
@@ -136,6 +186,10 @@ pub struct Cli {
     /// The config file (else VAULT_CONFIG, else ./vault.toml when there is one).
     #[arg(long, global = true, env = "VAULT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Where remote reads are cached (restore --from, verify --remote); default
+    /// ~/.cache/atlasvault/remotes/<hash of the remote>.
+    #[arg(long, global = true, env = "VAULT_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -171,6 +225,11 @@ pub enum Command {
     Reindex,
     /// Print the audit log.
     Audit(AuditArgs),
+    /// Upload what a remote lacks (every remote of the config file, or --remote NAME).
+    Push(PushArgs),
+    /// Add or list the remotes of the config file.
+    #[command(subcommand)]
+    Remote(RemoteCommand),
     /// Re-run the gates on a snapshot and report.
     Gate {
         /// Snapshot id, unique id prefix, or `latest`.
@@ -194,6 +253,44 @@ pub struct AuditArgs {
     /// Only records of this action (snapshot, promote, restore, verify, ...).
     #[arg(long, value_name = "A")]
     pub action: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Only this remote (repeatable); default: every remote of the config file.
+    #[arg(long, value_name = "NAME")]
+    pub remote: Vec<String>,
+    /// Packs uploaded at once.
+    #[arg(long, value_name = "N", default_value_t = crate::push::DEFAULT_PUSH_THREADS)]
+    pub threads: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Add a [[remote]] table to the config file (created when there is none).
+    Add(RemoteAddArgs),
+    /// List the remotes with what each still lacks.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoteAddArgs {
+    /// Unique name: a-z, 0-9, `-` and `_`.
+    pub name: String,
+    /// `file:///mnt/d/AtlasVault`, an absolute path, or `s3://bucket/prefix`.
+    pub url: String,
+    /// S3: the endpoint, e.g. `https://s3.eu-central-003.backblazeb2.com`.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// S3: the region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// S3: path-style addressing (endpoint/bucket), as most self-hosted stores need.
+    #[arg(long)]
+    pub path_style: bool,
+    /// Pushes only create objects: nothing on the remote is deleted or overwritten.
+    #[arg(long)]
+    pub append_only: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -329,6 +426,14 @@ pub struct RestoreArgs {
     /// With --to: replace an existing file.
     #[arg(long, requires = "to")]
     pub force: bool,
+    /// Restore from this remote alone, with no local vault or config: `file:///mnt/d/AtlasVault`
+    /// or `s3://bucket/prefix?endpoint=http://host:port&region=R&path_style=true` (credentials
+    /// from the environment).
+    #[arg(long, value_name = "URL", conflicts_with = "remote")]
+    pub from: Option<String>,
+    /// Restore from this remote of the config file.
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -339,6 +444,12 @@ pub struct VerifyArgs {
     /// Read and re-hash a random share of the packs, e.g. `10%`.
     #[arg(long, value_name = "N%", value_parser = parse_percent, conflicts_with = "read_data")]
     pub read_data_subset: Option<f64>,
+    /// Audit this remote of the config file instead of the local vault.
+    #[arg(long, value_name = "NAME", conflicts_with = "from")]
+    pub remote: Option<String>,
+    /// Audit the vault at this remote URL (as `restore --from` takes it).
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
 }
 
 fn parse_percent(s: &str) -> std::result::Result<f64, String> {
@@ -356,7 +467,8 @@ fn parse_percent(s: &str) -> std::result::Result<f64, String> {
 /// Maps a library error to its exit code.
 pub fn exit_code(e: &Error) -> i32 {
     match e {
-        Error::NoVault { .. } => exit::NO_VAULT,
+        Error::NoVault { .. } | Error::NoRemoteVault { .. } => exit::NO_VAULT,
+        Error::Backend(_) => exit::REMOTE,
         Error::Locked { .. } => exit::LOCKED,
         Error::Usage(_) => exit::USAGE,
         Error::Key(KeyError::WrongSecret | KeyError::NoSecret(_)) => exit::KEY,
@@ -379,7 +491,10 @@ pub fn run(cli: Cli) -> Result<i32> {
     let found = VaultFile::locate(cli.config.as_deref(), None, &cwd);
     // A config that is found is read by every command (its gate settings must give `snapshot`,
     // `gate` and `promote` the same verdicts), except the one that prints an example.
-    let needed = !matches!(&cli.command, Command::Config(ConfigCommand::Example));
+    // `remote add` creates the file when it does not exist yet.
+    let creates = matches!(&cli.command, Command::Remote(RemoteCommand::Add(_)))
+        && found.as_ref().is_some_and(|p| !p.exists());
+    let needed = !creates && !matches!(&cli.command, Command::Config(ConfigCommand::Example));
     let config = match (&found, needed) {
         (Some(path), true) => Some(VaultFile::load(path)?),
         _ => None,
@@ -395,6 +510,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         json: cli.json,
         secrets: SecretSource::from_env_and(cli.password_file, cli.key_file),
         wait: cli.wait,
+        cache_dir: cli.cache_dir,
         out: Out::stdout(),
     };
     let ctx = &mut ctx;
@@ -412,5 +528,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Gate { snapshot, deep } => check::gate(ctx, &snapshot, deep),
         Command::Promote { snapshot } => check::promote(ctx, &snapshot),
         Command::Config(c) => config::run(ctx, c, found.as_deref()),
+        Command::Push(a) => remote::push(ctx, &a),
+        Command::Remote(RemoteCommand::Add(a)) => {
+            remote::add(ctx, &a, found.as_deref(), cli.config.as_deref())
+        }
+        Command::Remote(RemoteCommand::List) => remote::list(ctx),
     }
 }

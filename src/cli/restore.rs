@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::{exit, say, Ctx, RestoreArgs};
 use crate::audit::AuditRecord;
+use crate::backend::RemoteSpec;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::id::{BlobId, SnapshotId};
@@ -110,7 +111,7 @@ impl VerifiedStream {
 /// `vault restore (SNAPSHOT | --lkg) --source NAME (--to-stdout | --to FILE | --into URL)`.
 fn restore_stream(ctx: &mut Ctx, a: &RestoreArgs) -> Result<i32> {
     let name = a.source.as_deref().unwrap_or_default();
-    let vault = ctx.open(LockMode::Shared)?;
+    let vault = open_for_restore(ctx, a, LockMode::Shared)?;
     let s = VerifiedStream::open(&vault, a, name)?;
     let (to, outcome) = if let Some(path) = &a.to {
         if path.exists() && !a.force {
@@ -245,12 +246,19 @@ pub(super) fn run(ctx: &mut Ctx, a: RestoreArgs) -> Result<i32> {
     // Overwriting a non-empty target first takes a safety snapshot of it, which needs the
     // vault's writer lock.
     let needs_safety = a.overwrite && non_empty_dir(&target)?;
+    if needs_safety && (a.from.is_some() || a.remote.is_some()) {
+        return Err(Error::Invalid(format!(
+            "{} is not empty: a restore from a remote goes into an empty directory (it has no \
+             local vault to take a safety snapshot into); restore elsewhere and move it",
+            target.display()
+        )));
+    }
     let mode = if needs_safety {
         LockMode::Exclusive
     } else {
         LockMode::Shared
     };
-    let mut vault = ctx.open(mode)?;
+    let mut vault = open_for_restore(ctx, &a, mode)?;
     let (id, m) = resolve(&vault, &a)?;
     let safety = if needs_safety {
         eprintln!(
@@ -297,10 +305,13 @@ pub(super) fn run(ctx: &mut Ctx, a: RestoreArgs) -> Result<i32> {
         Ok(_) => "incomplete",
         Err(_) => "failed",
     };
-    vault.audit(
-        &AuditRecord::new("restore", Some(id.to_hex()), outcome)
-            .with_detail(json!({"target": a.target, "safety_snapshot": safety})),
-    )?;
+    let record = AuditRecord::new("restore", Some(id.to_hex()), outcome).with_detail(
+        json!({"target": a.target, "safety_snapshot": safety, "from": a.from, "remote": a.remote}),
+    );
+    vault.audit(&record)?;
+    if a.from.is_some() || a.remote.is_some() {
+        ctx.audit_local(&record)?;
+    }
     let r = result?;
     for e in &r.errors {
         eprintln!("error: {e}");
@@ -331,6 +342,16 @@ pub(super) fn run(ctx: &mut Ctx, a: RestoreArgs) -> Result<i32> {
     } else {
         exit::DAMAGED
     })
+}
+
+/// The vault a restore reads: the local one, or a remote's mirror (`--from URL`,
+/// `--remote NAME`).
+fn open_for_restore(ctx: &Ctx, a: &RestoreArgs, mode: LockMode) -> Result<Vault> {
+    match (&a.from, &a.remote) {
+        (Some(url), _) => ctx.open_remote(&RemoteSpec::from_url(url).map_err(Error::Usage)?),
+        (None, Some(name)) => ctx.open_remote(&ctx.remote_spec(name)?),
+        (None, None) => ctx.open(mode),
+    }
 }
 
 /// True when `path` is a directory with at least one entry (or any other existing non-directory).

@@ -48,6 +48,7 @@ pub use agent::{
 pub use error::ConfigError;
 pub use example::example;
 pub use gates::{Gates, SanitySettings, DEFAULT_DEPENDED_ON};
+pub(crate) use remote::percent_decode;
 pub use remote::{Remote, RemoteUrl};
 pub use retention::{Keep, Retention};
 pub use source::{PgConnection, PgFormat, Source, SourceKind};

@@ -34,6 +34,10 @@ pub struct Remote {
     /// self-hosted stores need. Default false.
     #[serde(skip_serializing_if = "is_false")]
     pub path_style: bool,
+    /// Ransomware protection: pushes only create objects (and replace the LKG ref, keeping its
+    /// history under `refs/history/`); nothing on the remote is ever deleted or overwritten.
+    #[serde(skip_serializing_if = "is_false")]
+    pub append_only: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -128,7 +132,7 @@ fn check_bucket(bucket: &str) -> Result<(), String> {
 }
 
 /// Decodes `%XX` escapes of a file URL path; `None` on a bad escape or non-UTF-8 result.
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -154,6 +158,7 @@ pub(super) struct WireRemote {
     endpoint: Option<Spanned<String>>,
     region: Option<Spanned<String>>,
     path_style: Option<Spanned<bool>>,
+    append_only: Option<Spanned<bool>>,
     access_key_id: Option<Spanned<toml::Value>>,
     secret_access_key: Option<Spanned<toml::Value>>,
     session_token: Option<Spanned<toml::Value>>,
@@ -221,6 +226,7 @@ impl WireRemote {
             endpoint: self.endpoint.map(Spanned::into_inner),
             region: self.region.map(Spanned::into_inner),
             path_style: self.path_style.is_some_and(|p| *p.get_ref()),
+            append_only: self.append_only.is_some_and(|p| *p.get_ref()),
         })
     }
 }

@@ -650,7 +650,7 @@ pub fn file_chunks(vault: &Path, snapshot: &str, path: &str) -> Vec<ChunkSpot> {
                     .map(|c| {
                         let loc = r.location(c).expect("chunk is indexed");
                         ChunkSpot {
-                            pack: r.pack_path(&loc.pack),
+                            pack: PathBuf::from(r.pack_label(&loc.pack)),
                             pack_hex: loc.pack.to_hex(),
                             offset: loc.entry.offset,
                             stored_len: loc.entry.stored_len,

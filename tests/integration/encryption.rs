@@ -212,7 +212,7 @@ fn blob_spot(f: &Fixture, id: &BlobId) -> (PathBuf, u64, u32) {
     let r = v.blob_reader().expect("reader");
     let loc = r.location(id).expect("blob is indexed");
     (
-        r.pack_path(&loc.pack),
+        PathBuf::from(r.pack_label(&loc.pack)),
         loc.entry.offset,
         loc.entry.stored_len,
     )

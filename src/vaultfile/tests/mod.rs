@@ -97,6 +97,7 @@ fn fully_populated() -> VaultFile {
                 endpoint: None,
                 region: None,
                 path_style: false,
+                append_only: false,
             },
             Remote {
                 name: "s3".into(),
@@ -107,6 +108,7 @@ fn fully_populated() -> VaultFile {
                 endpoint: Some("http://127.0.0.1:9000".into()),
                 region: Some("garage".into()),
                 path_style: true,
+                append_only: true,
             },
         ],
         agent: Agent {

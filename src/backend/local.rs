@@ -1,0 +1,357 @@
+//! A remote in a local directory: a USB disk, a NAS mount, or an NTFS drive under WSL
+//! (`/mnt/d/AtlasVault`).
+//!
+//! It follows the Windows rules so that the same directory works from both sides: every name is
+//! checked against NTFS's (no reserved characters or device names, no trailing dot or space,
+//! components of at most 255 bytes); nothing relies on chmod or ownership, which NTFS does not
+//! keep; a rename over an existing file is retried while another process holds it open (a sharing
+//! violation, seen from Linux as `EACCES`, `EPERM` or `EBUSY`); and a directory that cannot be
+//! fsynced (drvfs) is tolerated. Writes are temp file + fsync + rename, as in the vault itself.
+//! OpenDAL's `fs` service was not used: it neither fsyncs the directory after the rename nor
+//! retries sharing violations, and those two are the whole point of this file.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Backend, BackendError, BackendErrorKind, BackendResult, ObjectInfo};
+use crate::fsutil::TEMP_PREFIX;
+
+/// How often a rename blocked by another process is retried, and the pause before the first retry
+/// (it grows linearly).
+const RENAME_ATTEMPTS: u32 = 8;
+const RENAME_PAUSE: Duration = Duration::from_millis(50);
+/// Longest name component NTFS accepts, in bytes (255 UTF-16 units; our names are ASCII).
+const NTFS_COMPONENT_MAX_BYTES: usize = 255;
+
+/// A directory used as a remote.
+#[derive(Debug)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// Opens (creating when needed) the directory at `root`, which must be absolute.
+    pub fn open(root: &Path) -> crate::Result<Self> {
+        if !root.is_absolute() {
+            return Err(crate::Error::Invalid(format!(
+                "remote directory {} must be an absolute path",
+                root.display()
+            )));
+        }
+        Ok(LocalBackend { root: root.into() })
+    }
+
+    fn err(&self, op: &'static str, name: &str, e: std::io::Error) -> BackendError {
+        let kind = match e.kind() {
+            ErrorKind::NotFound => BackendErrorKind::NotFound,
+            ErrorKind::PermissionDenied => BackendErrorKind::Denied,
+            ErrorKind::Interrupted | ErrorKind::TimedOut | ErrorKind::WouldBlock => {
+                BackendErrorKind::Transient
+            }
+            _ => BackendErrorKind::Permanent,
+        };
+        BackendError::new(self.location(), op, name, kind, e.to_string())
+    }
+
+    /// The path of an object, after checking its name against the NTFS rules.
+    fn path(&self, op: &'static str, name: &str) -> BackendResult<PathBuf> {
+        check_name(name).map_err(|reason| {
+            BackendError::new(
+                self.location(),
+                op,
+                name,
+                BackendErrorKind::Permanent,
+                reason,
+            )
+        })?;
+        Ok(self.root.join(name))
+    }
+
+    fn write(&self, op: &'static str, name: &str, data: &[u8]) -> BackendResult<()> {
+        let path = self.path(op, name)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let io = |e| self.err(op, name, e);
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(io)?;
+            // Make the new directories durable up to the root.
+            let mut d = dir.as_path();
+            while let Some(parent) = d.parent() {
+                sync_dir(parent).map_err(io)?;
+                if parent == self.root || !parent.starts_with(&self.root) {
+                    break;
+                }
+                d = parent;
+            }
+        }
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&dir)
+            .map_err(io)?;
+        tmp.write_all(data).map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+        let mut attempt = 0;
+        loop {
+            match tmp.persist(&path) {
+                Ok(_) => break,
+                Err(e) if attempt + 1 < RENAME_ATTEMPTS && is_sharing_violation(&e.error) => {
+                    attempt += 1;
+                    tmp = e.file;
+                    std::thread::sleep(RENAME_PAUSE * attempt);
+                }
+                Err(e) => return Err(io(e.error)),
+            }
+        }
+        sync_dir(&dir).map_err(io)
+    }
+}
+
+/// Errors a rename gets while another process (an antivirus, an indexer, a Windows program) holds
+/// the target open.
+fn is_sharing_violation(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::PermissionDenied | ErrorKind::ResourceBusy
+    ) || e.raw_os_error() == Some(libc::EBUSY)
+        || e.raw_os_error() == Some(libc::ETXTBSY)
+}
+
+/// Fsyncs a directory; file systems that cannot (drvfs, some FUSE mounts) answer EINVAL, which is
+/// accepted: there the rename is as durable as the file system makes it.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other,
+    }
+}
+
+/// Checks a relative object name against the rules of NTFS (and of every other target).
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.starts_with('/') || name.ends_with('/') {
+        return Err("object names are relative and name a file".into());
+    }
+    for part in name.split('/') {
+        let bad = |why: &str| Err(format!("name component {part:?} {why}"));
+        if part.is_empty() || part == "." || part == ".." {
+            return bad("is empty, . or ..");
+        }
+        if part.len() > NTFS_COMPONENT_MAX_BYTES {
+            return bad("is longer than NTFS allows");
+        }
+        if part
+            .chars()
+            .any(|c| c.is_control() || "<>:\"\\|?*".contains(c))
+        {
+            return bad("holds a character Windows forbids");
+        }
+        if part.ends_with('.') || part.ends_with(' ') {
+            return bad("ends with a dot or space, which Windows strips");
+        }
+        let stem = part.split('.').next().unwrap_or(part).to_ascii_uppercase();
+        let reserved = ["CON", "PRN", "AUX", "NUL"].contains(&stem.as_str())
+            || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+                && stem.len() == 4
+                && stem.as_bytes()[3].is_ascii_digit());
+        if reserved {
+            return bad("is a Windows device name");
+        }
+    }
+    Ok(())
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        // Walk from the deepest directory the prefix names.
+        let dir_part = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        let start = self.root.join(dir_part);
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.err("list", prefix, e)),
+            };
+            for entry in rd {
+                let entry = entry.map_err(|e| self.err("list", prefix, e))?;
+                let file_name = entry.file_name();
+                let Some(file_name) = file_name.to_str() else {
+                    continue;
+                };
+                if file_name.starts_with(TEMP_PREFIX) {
+                    continue;
+                }
+                let path = entry.path();
+                let ft = entry.file_type().map_err(|e| self.err("list", prefix, e))?;
+                let Ok(rel) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
+                let Some(rel) = rel.to_str() else { continue };
+                if ft.is_dir() {
+                    // Only descend where names under the prefix can be.
+                    let as_dir = format!("{rel}/");
+                    if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                        stack.push(path);
+                    }
+                } else if ft.is_file() && rel.starts_with(prefix) {
+                    let size = entry
+                        .metadata()
+                        .map_err(|e| self.err("list", prefix, e))?
+                        .len();
+                    out.push(ObjectInfo {
+                        name: rel.to_string(),
+                        size,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn stat(&self, name: &str) -> BackendResult<Option<u64>> {
+        let path = self.path("stat", name)?;
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("stat", name, e)),
+        }
+    }
+
+    fn read(&self, name: &str) -> BackendResult<Vec<u8>> {
+        let path = self.path("read", name)?;
+        fs::read(&path).map_err(|e| self.err("read", name, e))
+    }
+
+    fn read_range(&self, name: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+        let path = self.path("read", name)?;
+        let f = File::open(&path).map_err(|e| self.err("read", name, e))?;
+        let size = f.metadata().map_err(|e| self.err("read", name, e))?.len();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(BackendError::new(
+                self.location(),
+                "read",
+                name,
+                BackendErrorKind::Permanent,
+                format!("range {offset}+{len} lies past the end ({size} bytes)"),
+            ));
+        }
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, offset)
+            .map_err(|e| self.err("read", name, e))?;
+        Ok(buf)
+    }
+
+    fn put(&self, name: &str, data: &[u8]) -> BackendResult<()> {
+        self.write("put", name, data)
+    }
+
+    fn replace(&self, name: &str, data: &[u8]) -> BackendResult<()> {
+        self.write("replace", name, data)
+    }
+
+    fn delete(&self, name: &str) -> BackendResult<()> {
+        let path = self.path("delete", name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.err("delete", name, e)),
+        }
+        sync_dir(path.parent().unwrap_or(&self.root)).map_err(|e| self.err("delete", name, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ntfs_name_rules() {
+        for ok in [
+            "config.json",
+            "packs/ab/abcdef.pack",
+            "refs/history/00ff.json",
+        ] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/abs",
+            "a/../b",
+            "a//b",
+            "dir/",
+            "a:b",
+            "what?",
+            "con.json",
+            "COM1",
+            "lpt9.txt",
+            "trailing.",
+            "space ",
+            "tab\tname",
+            &"x".repeat(256),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn put_list_read_range_replace_delete() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("remote");
+        let b = LocalBackend::open(&root).unwrap();
+        assert_eq!(b.list("").unwrap(), vec![]);
+        b.put("packs/ab/ab01.pack", b"0123456789").unwrap();
+        b.put("snapshots/ff.json", b"{}").unwrap();
+        b.replace("refs/last-known-good.json", b"one").unwrap();
+        b.replace("refs/last-known-good.json", b"two").unwrap();
+        fs::write(root.join("packs/ab/.tmp-half"), b"partial").unwrap();
+        let names: Vec<String> = b.list("").unwrap().into_iter().map(|o| o.name).collect();
+        assert_eq!(
+            names,
+            [
+                "packs/ab/ab01.pack",
+                "refs/last-known-good.json",
+                "snapshots/ff.json"
+            ]
+        );
+        assert_eq!(
+            b.list("packs/").unwrap(),
+            vec![ObjectInfo {
+                name: "packs/ab/ab01.pack".into(),
+                size: 10
+            }]
+        );
+        assert_eq!(b.read_range("packs/ab/ab01.pack", 3, 4).unwrap(), b"3456");
+        assert!(b.read_range("packs/ab/ab01.pack", 8, 4).is_err());
+        assert_eq!(b.read("refs/last-known-good.json").unwrap(), b"two");
+        assert_eq!(b.stat("snapshots/ff.json").unwrap(), Some(2));
+        assert_eq!(b.stat("snapshots/00.json").unwrap(), None);
+        assert!(b.read("snapshots/00.json").unwrap_err().is_not_found());
+        b.delete("snapshots/ff.json").unwrap();
+        b.delete("snapshots/ff.json").unwrap();
+        assert_eq!(b.stat("snapshots/ff.json").unwrap(), None);
+        assert!(b.put("bad:name", b"x").is_err());
+    }
+
+    #[test]
+    fn long_paths_work() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Well past Windows' historical 260-character MAX_PATH.
+        let mut root = tmp.path().to_path_buf();
+        for i in 0..12 {
+            root.push(format!("a-rather-long-directory-name-{i:02}"));
+        }
+        assert!(root.as_os_str().len() > 300);
+        let b = LocalBackend::open(&root).unwrap();
+        let name = format!("packs/ab/{}.pack", "ab".repeat(32));
+        b.put(&name, b"data").unwrap();
+        assert_eq!(b.read(&name).unwrap(), b"data");
+    }
+}
