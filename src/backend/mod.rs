@@ -250,7 +250,7 @@ impl RemoteSpec {
 /// Opens the backend a spec names: local or S3, wrapped in retries, and in the append-only guard
 /// when the remote is marked so.
 pub fn open(spec: &RemoteSpec) -> crate::Result<DynBackend> {
-    open_with(spec, retry::RetryPolicy::default())
+    open_with(spec, retry::RetryPolicy::from_env()?)
 }
 
 /// [`open`] with a chosen retry policy.

@@ -31,7 +31,25 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Environment variable overriding [`RetryPolicy::attempts`].
+pub const RETRIES_ENV: &str = "VAULT_REMOTE_RETRIES";
+
 impl RetryPolicy {
+    /// The default policy, with the attempts from `VAULT_REMOTE_RETRIES` when set (1 to 20).
+    pub fn from_env() -> crate::Result<Self> {
+        let mut p = RetryPolicy::default();
+        if let Ok(v) = std::env::var(RETRIES_ENV) {
+            p.attempts = v
+                .parse()
+                .ok()
+                .filter(|n| (1..=20).contains(n))
+                .ok_or_else(|| {
+                    crate::Error::Usage(format!("{RETRIES_ENV}={v:?}: use a number from 1 to 20"))
+                })?;
+        }
+        Ok(p)
+    }
+
     /// Pauses of a few milliseconds, for tests.
     pub fn fast(attempts: u32) -> Self {
         RetryPolicy {

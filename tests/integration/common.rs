@@ -146,7 +146,14 @@ impl VaultCmd {
             .env_remove("VAULT_PASSWORD_COMMAND")
             .env_remove("VAULT_KEY_FILE")
             .env_remove("VAULT_PASSWORD_FILE")
+            .env_remove("VAULT_CONFIG")
+            .env_remove("VAULT_CACHE_DIR")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
             .env("XDG_DATA_HOME", cwd.join("xdg-data-home"))
+            .env("XDG_CACHE_HOME", cwd.join("xdg-cache-home"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         let mut shown = vec![program.as_ref().to_os_string()];
