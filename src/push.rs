@@ -289,6 +289,14 @@ fn upload_one(packs_dir: &Path, backend: &dyn Backend, name: &str) -> Result<u64
         crate::remote::parse_pack_object(name).expect("invariant: pack names come from pack_name");
     let path = pack::pack_path(packs_dir, &id);
     let bytes = fs::read(&path).at(&path)?;
+    // A pack is named by the blake3 of its bytes: checking costs a fraction of the upload and
+    // keeps local bit rot from spreading to the only other copy.
+    if blake3::hash(&bytes).as_bytes() != &id.0 {
+        return Err(Error::corrupt(
+            format!("pack {}", path.display()),
+            "its bytes do not match its id; not pushed (run `vault verify --read-data`)",
+        ));
+    }
     backend
         .put(name, &bytes)
         .map_err(|e: BackendError| Error::Backend(e))?;

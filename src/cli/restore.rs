@@ -26,6 +26,9 @@ use crate::tree::Node;
 use crate::util::human_bytes;
 use crate::vault::{BlobReader, Vault};
 
+/// Files restored at once from a remote.
+const REMOTE_RESTORE_THREADS: usize = 8;
+
 /// The snapshot a restore concerns: the one named, or the last-known-good.
 fn resolve(vault: &Vault, a: &RestoreArgs) -> Result<(SnapshotId, Manifest)> {
     let reference = match (&a.snapshot, a.lkg) {
@@ -291,7 +294,12 @@ pub(super) fn run(ctx: &mut Ctx, a: RestoreArgs) -> Result<i32> {
         target: target.clone(),
         includes: a.include,
         overwrite: a.overwrite,
-        threads: 0,
+        // From a remote each chunk is a request: more of them in flight hide the latency.
+        threads: if a.from.is_some() || a.remote.is_some() {
+            REMOTE_RESTORE_THREADS
+        } else {
+            0
+        },
     };
     let progress = if ctx.json {
         Progress::hidden()
