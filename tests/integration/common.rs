@@ -125,6 +125,15 @@ impl Fixture {
     }
 }
 
+/// True when a missing real component (S3 server, NTFS mount) must fail a test rather than skip
+/// it: in CI (`.ci/run` sets `VAULT_TEST_REQUIRE_REAL=1`).
+pub fn real_components_required() -> bool {
+    ["VAULT_TEST_REQUIRE_REAL", "CI"].iter().any(|k| {
+        std::env::var(k)
+            .is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+    })
+}
+
 /// A command line for the binary under test.
 pub struct VaultCmd {
     cmd: Command,

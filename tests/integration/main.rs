@@ -4,6 +4,7 @@
 mod common;
 mod config;
 mod craft;
+mod s3server;
 
 mod audit;
 mod bad_input;
@@ -16,6 +17,9 @@ mod gates;
 mod locking;
 mod postgres;
 mod reindex;
+mod remote_local;
+mod remote_ntfs;
+mod remote_s3;
 mod roundtrip;
 mod sanity;
 mod streams;

@@ -47,11 +47,6 @@ fn s3s_fs_binary() -> Option<PathBuf> {
     })
 }
 
-/// True when a missing component must fail the test instead of skipping it.
-pub fn real_components_required() -> bool {
-    std::env::var_os("CI").is_some() || std::env::var_os("VAULT_TEST_REQUIRE_REAL").is_some()
-}
-
 impl S3Server {
     /// A server for one test (`name` makes the prefix unique on a shared server); `None` (after
     /// a loud message) when there is none and none is required.
