@@ -302,3 +302,129 @@ fn upload_one(packs_dir: &Path, backend: &dyn Backend, name: &str) -> Result<u64
         .map_err(|e: BackendError| Error::Backend(e))?;
     Ok(bytes.len() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fault::{Faults, Faulty};
+    use crate::backend::local::LocalBackend;
+    use crate::backend::BackendResult;
+    use crate::config::ChunkerParams;
+    use crate::keys::SecretSource;
+    use crate::lock::LockMode;
+    use crate::snapshot::{snapshot, SnapshotOptions};
+
+    /// Records the order of writes.
+    struct Order<'a> {
+        inner: &'a dyn Backend,
+        writes: Mutex<Vec<String>>,
+    }
+
+    impl Backend for Order<'_> {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+            self.inner.list(prefix)
+        }
+        fn stat(&self, name: &str) -> BackendResult<Option<u64>> {
+            self.inner.stat(name)
+        }
+        fn read(&self, name: &str) -> BackendResult<Vec<u8>> {
+            self.inner.read(name)
+        }
+        fn read_range(&self, name: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+            self.inner.read_range(name, offset, len)
+        }
+        fn put(&self, name: &str, data: &[u8]) -> BackendResult<()> {
+            self.writes.lock().unwrap().push(name.to_string());
+            self.inner.put(name, data)
+        }
+        fn replace(&self, name: &str, data: &[u8]) -> BackendResult<()> {
+            self.writes.lock().unwrap().push(name.to_string());
+            self.inner.replace(name, data)
+        }
+        fn delete(&self, name: &str) -> BackendResult<()> {
+            self.inner.delete(name)
+        }
+    }
+
+    /// A plain vault with two snapshots of a tree big enough for several packs.
+    fn vault_with_snapshots(tmp: &Path) -> Vault {
+        let data = tmp.join("data");
+        fs::create_dir_all(&data).unwrap();
+        let root = tmp.join("vault");
+        Vault::init(&root, ChunkerParams::default(), None).unwrap();
+        let mut v =
+            Vault::open(&root, LockMode::Exclusive, None, &SecretSource::default()).unwrap();
+        v.config.pack_target_size = 1024 * 1024;
+        for round in 0..2u8 {
+            for i in 0..6u8 {
+                let mut bytes = vec![0u8; 700_000];
+                blake3::Hasher::new()
+                    .update(&[round, i])
+                    .finalize_xof()
+                    .fill(&mut bytes);
+                fs::write(data.join(format!("f{round}{i}")), bytes).unwrap();
+            }
+            let opts = SnapshotOptions {
+                paths: vec![data.clone()],
+                ..Default::default()
+            };
+            let done = snapshot(&mut v, &opts, &Progress::hidden()).unwrap();
+            crate::lkg::promote(&v, &done.id).unwrap();
+        }
+        v
+    }
+
+    #[test]
+    fn packs_go_before_manifests_and_the_ref_goes_last_and_a_killed_push_resumes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let vault = vault_with_snapshots(tmp.path());
+        let remote = LocalBackend::open(&tmp.path().join("remote")).unwrap();
+        // A push that dies after 5 calls leaves a consistent, partial remote.
+        let dying = Faulty::new(&remote, Faults::after(5));
+        let opts = PushOptions {
+            threads: 1,
+            ..Default::default()
+        };
+        assert!(push(&vault, &dying, &opts, &Progress::hidden()).is_err());
+        assert_eq!(remote.stat(LKG_REF).unwrap(), None);
+        assert!(remote.list("snapshots/").unwrap().is_empty());
+        let partial = remote.list("packs/").unwrap().len();
+        assert!(partial >= 1);
+
+        let order = Order {
+            inner: &remote,
+            writes: Mutex::default(),
+        };
+        let opts = PushOptions::default();
+        let r = push(&vault, &order, &opts, &Progress::hidden()).unwrap();
+        let writes = order.writes.into_inner().unwrap();
+        let packs_total = vault.pack_files().unwrap().len();
+        assert!(packs_total >= 4, "several packs: {packs_total}");
+        assert_eq!(
+            r.packs_uploaded,
+            packs_total - partial,
+            "nothing sent twice"
+        );
+        let last_pack = writes
+            .iter()
+            .rposition(|w| w.starts_with("packs/"))
+            .unwrap();
+        let first_manifest = writes
+            .iter()
+            .position(|w| w.starts_with("snapshots/"))
+            .unwrap();
+        assert!(last_pack < first_manifest, "{writes:?}");
+        assert_eq!(
+            writes.last().map(String::as_str),
+            Some(LKG_REF),
+            "{writes:?}"
+        );
+        assert_eq!(r.snapshots_uploaded, 2);
+        // Pushed again: nothing to do.
+        let r = push(&vault, &remote, &opts, &Progress::hidden()).unwrap();
+        assert_eq!((r.objects_uploaded, r.bytes_uploaded), (0, 0));
+    }
+}
