@@ -38,12 +38,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod agent;
 pub mod audit;
 pub mod backend;
 pub mod blob;
 pub mod chunk;
 pub mod config;
 pub mod crypto;
+pub mod cycle;
 pub mod error;
 pub mod fsutil;
 pub mod gates;

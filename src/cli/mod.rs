@@ -19,6 +19,7 @@ use crate::vault::Vault;
 use crate::vaultfile::VaultFile;
 
 // Declared before `say!` so that each file imports the macro by path, not by textual scope.
+mod agent;
 mod check;
 mod config;
 mod keys;
@@ -230,6 +231,11 @@ pub enum Command {
     /// Add or list the remotes of the config file.
     #[command(subcommand)]
     Remote(RemoteCommand),
+    /// Run the cycle (snapshot, gates, promote, push, retention) every `[agent] interval`, with
+    /// /health, /metrics and /manifest on loopback; stops cleanly on SIGTERM or SIGINT.
+    Agent(AgentArgs),
+    /// Run one cycle and exit (for a systemd timer or cron).
+    Cycle,
     /// Re-run the gates on a snapshot and report.
     Gate {
         /// Snapshot id, unique id prefix, or `latest`.
@@ -253,6 +259,13 @@ pub struct AuditArgs {
     /// Only records of this action (snapshot, promote, restore, verify, ...).
     #[arg(long, value_name = "A")]
     pub action: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Log JSON lines instead of human-readable text (stderr).
+    #[arg(long)]
+    pub log_json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -529,6 +542,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Promote { snapshot } => check::promote(ctx, &snapshot),
         Command::Config(c) => config::run(ctx, c, found.as_deref()),
         Command::Push(a) => remote::push(ctx, &a),
+        Command::Agent(a) => agent::agent(ctx, &a),
+        Command::Cycle => agent::cycle(ctx),
         Command::Remote(RemoteCommand::Add(a)) => {
             remote::add(ctx, &a, found.as_deref(), cli.config.as_deref())
         }

@@ -12,7 +12,6 @@ use crate::progress::Progress;
 use crate::snapshot::{NamedSource, SnapshotOptions};
 use crate::stream::{StreamKind, StreamSource};
 use crate::util::human_bytes;
-use crate::vaultfile::{PgConnection, PgFormat, SourceKind};
 
 /// `vault snapshot PATH...`, or `vault snapshot [--source NAME]...` from the config file.
 pub(super) fn run(ctx: &mut Ctx, a: SnapshotArgs) -> Result<i32> {
@@ -128,71 +127,11 @@ fn config_sources(
                 .into(),
         ));
     };
-    for name in wanted {
-        if file.source(name).is_none() {
-            let known: Vec<&str> = file.sources.iter().map(|s| s.name.as_str()).collect();
-            return Err(Error::Invalid(format!(
-                "--source {name}: no such source in the config (it has: {})",
-                known.join(", ")
-            )));
+    let s = crate::cycle::config_sources(file, wanted)?;
+    for g in s.template_only {
+        if !template_only.contains(&g) {
+            template_only.push(g);
         }
     }
-    let mut out = Vec::new();
-    let mut streams = Vec::new();
-    for src in &file.sources {
-        if !wanted.is_empty() && !wanted.contains(&src.name) {
-            continue;
-        }
-        match &src.kind {
-            SourceKind::Tree { path, excludes, .. } => {
-                for g in file.template_only_for(src) {
-                    if !template_only.contains(&g) {
-                        template_only.push(g);
-                    }
-                }
-                out.push(NamedSource {
-                    name: src.name.clone(),
-                    path: path.clone(),
-                    excludes: excludes.clone(),
-                });
-            }
-            SourceKind::Command {
-                command,
-                stream_name,
-            } => streams.push(StreamSource {
-                name: src.name.clone(),
-                file_name: stream_name.clone().unwrap_or_else(|| "stdout".into()),
-                kind: StreamKind::Command(command.clone()),
-            }),
-            SourceKind::Sqlite { path } => streams.push(StreamSource {
-                name: src.name.clone(),
-                file_name: path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "database.sqlite".into()),
-                kind: StreamKind::Sqlite(path.clone()),
-            }),
-            SourceKind::Postgres { connection, format } => {
-                let plain = *format == PgFormat::Plain;
-                let db = match connection {
-                    PgConnection::Params { dbname, .. } => dbname.clone(),
-                    PgConnection::Url { .. } => src.name.clone(),
-                };
-                streams.push(StreamSource {
-                    name: src.name.clone(),
-                    file_name: format!("{db}.{}", if plain { "sql" } else { "dump" }),
-                    kind: StreamKind::Postgres {
-                        argv: crate::stream::pg_dump_argv(connection, plain),
-                        plain,
-                    },
-                });
-            }
-        }
-    }
-    if out.is_empty() && streams.is_empty() {
-        return Err(Error::Invalid(
-            "the config file has no sources to snapshot".into(),
-        ));
-    }
-    Ok((out, streams))
+    Ok((s.trees, s.streams))
 }
