@@ -44,6 +44,7 @@ pub mod backend;
 pub mod blob;
 pub mod chunk;
 pub mod config;
+pub mod coverage;
 pub mod crypto;
 pub mod cycle;
 pub mod error;

@@ -1,11 +1,12 @@
 //! The read-only views: `vault status`, `vault snapshots` and `vault ls`. Each takes a shared lock
 //! and prints what the library reports; none changes the vault.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use super::{exit, say, Ctx, UNENCRYPTED_WARNING};
+use super::{exit, say, Ctx, StatusArgs, UNENCRYPTED_WARNING};
+use crate::backend::RemoteSpec;
 use crate::error::Result;
 use crate::gates;
 use crate::lkg;
@@ -13,8 +14,8 @@ use crate::lock::LockMode;
 use crate::manifest::Manifest;
 use crate::util::human_bytes;
 
-/// `vault status`.
-pub(super) fn status(ctx: &mut Ctx) -> Result<i32> {
+/// `vault status [--coverage WINDOW] [--offline]`.
+pub(super) fn status(ctx: &mut Ctx, a: &StatusArgs) -> Result<i32> {
     let vault = ctx.open(LockMode::Shared)?;
     let (snaps, bad) = vault.snapshots()?;
     let lkg = lkg::read(&vault)?;
@@ -26,12 +27,51 @@ pub(super) fn status(ctx: &mut Ctx) -> Result<i32> {
     let keys = vault.key_files()?.len();
     let packs = vault.pack_files()?;
     let pack_bytes: u64 = packs.values().sum();
-    let lkg_age = lkg.as_ref().and_then(|r| {
-        humantime::parse_rfc3339_weak(&r.promoted_at)
-            .ok()
-            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+    let now = SystemTime::now();
+    // The RPO bounds the age of the data: the LKG snapshot's own time, not its promotion's.
+    let lkg_time = lkg
+        .as_ref()
+        .and_then(|r| snaps.iter().find(|(id, _)| *id == r.snapshot))
+        .and_then(|(_, m)| m.system_time());
+    let lkg_age = lkg_time.map(|t| now.duration_since(t).unwrap_or_default());
+    let agent = ctx
+        .config
+        .as_ref()
+        .map(|f| f.agent.clone())
+        .unwrap_or_default();
+    let limit = agent.rpo + agent.grace;
+    let breached = lkg_age.is_none_or(|age| age > limit);
+    let state = crate::agent::state::Persisted::load(vault.root());
+    let local: Vec<String> = snaps
+        .iter()
+        .map(|(id, _)| format!("snapshots/{id}.json"))
+        .collect();
+    let remotes: Vec<(RemoteSpec, std::result::Result<(usize, bool), String>)> = if a.offline {
+        Vec::new()
+    } else {
+        ctx.config
+            .as_ref()
+            .map(|f| f.remotes.iter().map(RemoteSpec::from).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|spec| {
+                let lag =
+                    super::remote::remote_lag(&spec, &local, lkg.as_ref().map(|r| r.snapshot))
+                        .map_err(|e| e.to_string());
+                (spec, lag)
+            })
+            .collect()
+    };
+    let coverage = a.coverage.map(|window| {
+        let times: Vec<SystemTime> = snaps
+            .iter()
+            .filter(|(_, m)| !m.safety && m.gates.as_ref().is_some_and(|g| gates::all_passed(g)))
+            .filter_map(|(_, m)| m.system_time())
+            .collect();
+        crate::coverage::coverage(&times, now, window, agent.rpo)
     });
     let encrypted = vault.config.is_encrypted();
+    let rfc = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
     let out = &mut ctx.out;
     if ctx.json {
         out.json(json!({
@@ -42,7 +82,16 @@ pub(super) fn status(ctx: &mut Ctx) -> Result<i32> {
             "unreadable": bad.len(), "packs": packs.len(), "pack_bytes": pack_bytes,
             "lkg": lkg.as_ref().map(|r| r.snapshot),
             "lkg_promoted_at": lkg.as_ref().map(|r| r.promoted_at.clone()),
+            "lkg_time": lkg_time.map(rfc),
             "lkg_age_seconds": lkg_age.map(|d| d.as_secs()),
+            "rpo_seconds": agent.rpo.as_secs(), "grace_seconds": agent.grace.as_secs(),
+            "rpo_breached": breached,
+            "agent": state,
+            "remotes": remotes.iter().map(|(spec, lag)| match lag {
+                Ok((lacking, has)) => json!({"name": spec.name, "snapshots_lacking": lacking, "has_lkg": has}),
+                Err(e) => json!({"name": spec.name, "error": e}),
+            }).collect::<Vec<_>>(),
+            "coverage": coverage,
         }))?;
     } else {
         say!(out, "vault       {}", vault.root().display());
@@ -75,13 +124,19 @@ pub(super) fn status(ctx: &mut Ctx) -> Result<i32> {
             packs.len(),
             human_bytes(pack_bytes)
         );
+        let rpo = humantime::format_duration(agent.rpo);
         match (&lkg, lkg_age) {
             (Some(r), Some(age)) => say!(
                 out,
-                "last-known-good  {} promoted {} ({} ago)",
+                "last-known-good  {} taken {} ago (RPO {rpo}, +{} grace): {}",
                 r.snapshot.short(),
-                r.promoted_at,
-                humantime::format_duration(Duration::from_secs(age.as_secs()))
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                humantime::format_duration(agent.grace),
+                if breached {
+                    "RPO BREACHED"
+                } else {
+                    "within RPO"
+                }
             ),
             (Some(r), None) => say!(
                 out,
@@ -89,13 +144,48 @@ pub(super) fn status(ctx: &mut Ctx) -> Result<i32> {
                 r.snapshot.short(),
                 r.promoted_at
             ),
-            (None, _) => say!(out, "last-known-good  none yet"),
+            (None, _) => say!(out, "last-known-good  none yet: RPO BREACHED"),
+        }
+        match &state {
+            Some(s) => {
+                say!(
+                    out,
+                    "agent       last cycle {}: {}",
+                    s.last_cycle_at.map(rfc).unwrap_or_else(|| "-".into()),
+                    s.last_cycle_summary.as_deref().unwrap_or("none yet")
+                );
+                if let Some(next) = s.next_cycle_at {
+                    say!(out, "            next cycle due {}", rfc(next));
+                }
+            }
+            None => say!(out, "agent       has not run on this vault"),
+        }
+        for (spec, lag) in &remotes {
+            match lag {
+                Ok((0, _)) => say!(out, "remote      {}: up to date", spec.name),
+                Ok((n, has)) => say!(
+                    out,
+                    "remote      {}: lacks {n} snapshot(s){}",
+                    spec.name,
+                    if *has {
+                        ""
+                    } else {
+                        ", including the last-known-good"
+                    }
+                ),
+                Err(e) => say!(out, "remote      {}: UNREACHABLE: {e}", spec.name),
+            }
+        }
+        if let Some(c) = &coverage {
+            say!(out, "coverage    {}", c.summary());
         }
     }
-    Ok(if bad.is_empty() {
-        exit::OK
-    } else {
+    Ok(if !bad.is_empty() {
         exit::DAMAGED
+    } else if breached {
+        exit::RPO_BREACHED
+    } else {
+        exit::OK
     })
 }
 

@@ -162,6 +162,8 @@ pub mod exit {
     pub const KEY: i32 = 12;
     /// A remote failed after its retries (unreachable, refused, or an append-only refusal).
     pub const REMOTE: i32 = 13;
+    /// `status`: the last-known-good is older than the RPO plus its grace (or there is none).
+    pub const RPO_BREACHED: i32 = 14;
 }
 
 /// AtlasVault: deduplicating, verified snapshots of your stack.
@@ -199,8 +201,10 @@ pub struct Cli {
 pub enum Command {
     /// Create a new vault (encrypted unless --encryption none).
     Init(InitArgs),
-    /// Show the vault: where, format, encryption, keys, snapshots and the last-known-good.
-    Status,
+    /// Show the vault: encryption, keys, snapshots, the last-known-good and its age against the
+    /// RPO, the agent's last and next cycle, and what each remote lacks. Exits 14 when the RPO
+    /// is breached.
+    Status(StatusArgs),
     /// Manage the key files that unlock an encrypted vault.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -259,6 +263,17 @@ pub struct AuditArgs {
     /// Only records of this action (snapshot, promote, restore, verify, ...).
     #[arg(long, value_name = "A")]
     pub action: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Also report RPO coverage over this window (e.g. `24h`): for each RPO-long slot, whether
+    /// a snapshot that passed every gate was taken in it.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub coverage: Option<Duration>,
+    /// Do not contact the remotes (no lag report).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -529,7 +544,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     let ctx = &mut ctx;
     match cli.command {
         Command::Init(a) => keys::init(ctx, &a),
-        Command::Status => list::status(ctx),
+        Command::Status(a) => list::status(ctx, &a),
         Command::Key(k) => keys::key(ctx, k),
         Command::Snapshot(a) => snapshot::run(ctx, a),
         Command::Snapshots => list::snapshots(ctx),

@@ -124,13 +124,7 @@ pub(super) fn list(ctx: &mut Ctx) -> Result<i32> {
     let lkg = crate::lkg::read(&vault)?.map(|r| r.snapshot);
     let mut rows = Vec::new();
     for spec in &specs {
-        let lag = backend::open(spec).and_then(|b| {
-            let there: std::collections::HashSet<String> =
-                b.list("snapshots/")?.into_iter().map(|o| o.name).collect();
-            let lacking = local.iter().filter(|n| !there.contains(*n)).count();
-            let lkg_there = lkg.is_some_and(|id| there.contains(&format!("snapshots/{id}.json")));
-            Ok((lacking, lkg_there))
-        });
+        let lag = remote_lag(spec, &local, lkg);
         let row = match &lag {
             Ok((lacking, lkg_there)) => json!({
                 "name": spec.name, "url": spec.url.to_string(), "append_only": spec.append_only,
@@ -178,6 +172,20 @@ pub(super) fn list(ctx: &mut Ctx) -> Result<i32> {
         );
     }
     Ok(exit::OK)
+}
+
+/// How many of `local` (manifest object names) a remote lacks, and whether it holds `lkg`.
+pub(super) fn remote_lag(
+    spec: &RemoteSpec,
+    local: &[String],
+    lkg: Option<crate::id::SnapshotId>,
+) -> Result<(usize, bool)> {
+    let b = backend::open(spec)?;
+    let there: std::collections::HashSet<String> =
+        b.list("snapshots/")?.into_iter().map(|o| o.name).collect();
+    let lacking = local.iter().filter(|n| !there.contains(*n)).count();
+    let lkg_there = lkg.is_some_and(|id| there.contains(&format!("snapshots/{id}.json")));
+    Ok((lacking, lkg_there))
 }
 
 /// `vault remote add NAME URL [options]`: appends a `[[remote]]` table to the config file,
