@@ -14,6 +14,9 @@ use crate::lock::LockMode;
 use crate::manifest::Manifest;
 use crate::util::human_bytes;
 
+/// What a remote lacks (snapshots missing, whether it holds the LKG), or why it is unreachable.
+type RemoteLag = std::result::Result<(usize, bool), String>;
+
 /// `vault status [--coverage WINDOW] [--offline]`.
 pub(super) fn status(ctx: &mut Ctx, a: &StatusArgs) -> Result<i32> {
     let vault = ctx.open(LockMode::Shared)?;
@@ -46,7 +49,7 @@ pub(super) fn status(ctx: &mut Ctx, a: &StatusArgs) -> Result<i32> {
         .iter()
         .map(|(id, _)| format!("snapshots/{id}.json"))
         .collect();
-    let remotes: Vec<(RemoteSpec, std::result::Result<(usize, bool), String>)> = if a.offline {
+    let remotes: Vec<(RemoteSpec, RemoteLag)> = if a.offline {
         Vec::new()
     } else {
         ctx.config
