@@ -104,7 +104,11 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("tokio runtime", e))?;
-    rt.block_on(main(opts))
+    let code = rt.block_on(main(opts));
+    // A cycle abandoned after the grace still holds a blocking thread: do not wait for it. Every
+    // vault write is atomic, so exiting under it leaves a vault that verifies.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    code
 }
 
 async fn main(opts: AgentOptions) -> Result<i32> {

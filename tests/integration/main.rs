@@ -6,6 +6,7 @@ mod config;
 mod craft;
 mod s3server;
 
+mod agent;
 mod audit;
 mod bad_input;
 mod changing;
