@@ -44,6 +44,26 @@ impl LocalBackend {
         Ok(LocalBackend { root: root.into() })
     }
 
+    /// The root must exist: a missing one is far more often an unmounted drive (whose empty
+    /// mount point would otherwise silently receive the backup) than a new remote, which
+    /// `vault remote add` creates.
+    fn check_root(&self, op: &'static str, name: &str) -> BackendResult<()> {
+        if self.root.is_dir() {
+            return Ok(());
+        }
+        Err(BackendError::new(
+            self.location(),
+            op,
+            name,
+            BackendErrorKind::Permanent,
+            format!(
+                "the remote directory {} does not exist: is the drive mounted? (create it, or \
+                 run `vault remote add`, to use a new one)",
+                self.root.display()
+            ),
+        ))
+    }
+
     fn err(&self, op: &'static str, name: &str, e: std::io::Error) -> BackendError {
         let kind = match e.kind() {
             ErrorKind::NotFound => BackendErrorKind::NotFound,
@@ -58,6 +78,7 @@ impl LocalBackend {
 
     /// The path of an object, after checking its name against the NTFS rules.
     fn path(&self, op: &'static str, name: &str) -> BackendResult<PathBuf> {
+        self.check_root(op, name)?;
         check_name(name).map_err(|reason| {
             BackendError::new(
                 self.location(),
@@ -167,6 +188,7 @@ impl Backend for LocalBackend {
     }
 
     fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        self.check_root("list", prefix)?;
         let mut out = Vec::new();
         // Walk from the deepest directory the prefix names.
         let dir_part = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
@@ -306,6 +328,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("remote");
         let b = LocalBackend::open(&root).unwrap();
+        let e = b.list("").unwrap_err();
+        assert!(e.message.contains("is the drive mounted"), "{e}");
+        assert!(
+            b.put("config.json", b"{}").is_err(),
+            "a missing root is never created"
+        );
+        assert!(!root.exists());
+        fs::create_dir(&root).unwrap();
         assert_eq!(b.list("").unwrap(), vec![]);
         b.put("packs/ab/ab01.pack", b"0123456789").unwrap();
         b.put("snapshots/ff.json", b"{}").unwrap();
@@ -349,6 +379,7 @@ mod tests {
             root.push(format!("a-rather-long-directory-name-{i:02}"));
         }
         assert!(root.as_os_str().len() > 300);
+        fs::create_dir_all(&root).unwrap();
         let b = LocalBackend::open(&root).unwrap();
         let name = format!("packs/ab/{}.pack", "ab".repeat(32));
         b.put(&name, b"data").unwrap();

@@ -249,10 +249,15 @@ pub(super) fn add(
     let new_text = doc.to_string();
     // The same checks as every command's: a bad URL, a duplicate name, an S3 key on a path.
     let checked = VaultFile::parse(&new_text, &path)?;
-    fsutil::atomic_write(&path, new_text.as_bytes())?;
     let remote = checked
         .remote(&a.name)
         .expect("invariant: the remote just added is in the checked file");
+    // A directory remote is created now, while the drive is there: pushes never create it, so
+    // that an unmounted drive fails loudly instead of filling its mount point.
+    if let RemoteUrl::Path(dir) = &remote.url {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    fsutil::atomic_write(&path, new_text.as_bytes())?;
     if ctx.json {
         ctx.out.json(json!({"config": path, "remote": remote}))?;
     } else {

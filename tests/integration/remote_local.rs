@@ -158,6 +158,26 @@ fn remotes_that_are_empty_foreign_or_misnamed_get_clear_errors() {
         .run()
         .one_line_error(2)
         .stderr_has("no remote \"nope\"");
+    // A directory remote whose drive is not mounted: the push fails and creates nothing.
+    let mount = f.path("mnt-usb");
+    fs::create_dir(&mount).unwrap();
+    let unmounted = mount.join("AtlasVault");
+    fs::write(
+        &cfg,
+        format!(
+            "vault = \"{}\"\n[[remote]]\nname = \"usb\"\nurl = \"{}\"\n",
+            f.vault().display(),
+            unmounted.display()
+        ),
+    )
+    .unwrap();
+    with_config(&f, &cfg)
+        .arg("push")
+        .run()
+        .one_line_error(13)
+        .stderr_has("is the drive mounted");
+    assert!(!unmounted.exists(), "the mount point stays empty");
+    fs::write(&cfg, format!("vault = \"{}\"\n", f.vault().display())).unwrap();
     // Nothing pushed there yet.
     let empty = f.path("empty");
     fs::create_dir(&empty).unwrap();
