@@ -52,6 +52,7 @@ region = "us-east-1"
 path_style = true
 EOF
 export VAULT_CONFIG="$work/vault.toml"
+mkdir "$work/remote-dir"
 
 # step NAME COMMAND...: wall seconds and peak RSS of one command.
 step() {

@@ -34,7 +34,7 @@ use crate::vault::Vault;
 
 /// Packs uploaded at once by default: enough to fill a link to S3, few enough that memory stays
 /// at a handful of packs.
-pub const DEFAULT_PUSH_THREADS: usize = 4;
+pub const DEFAULT_PUSH_THREADS: usize = 2;
 
 /// How to push.
 #[derive(Debug, Clone)]

@@ -33,6 +33,13 @@ use crate::vault::Vault;
 const SMALL_OBJECT_MAX_BYTES: u64 = 1024 * 1024;
 /// Where fetched blobs are kept inside the mirror.
 const BLOB_CACHE_DIR: &str = "blobs";
+/// Prefetch reads through gaps up to this size between wanted blobs: a few unneeded bytes cost
+/// less than another request.
+const PREFETCH_GAP_BYTES: u64 = 1024 * 1024;
+/// Largest range one prefetch request reads (bounds memory: one such buffer per thread).
+const PREFETCH_SPAN_MAX_BYTES: u64 = 8 * 1024 * 1024;
+/// Prefetch requests in flight at once.
+pub const PREFETCH_THREADS: usize = 4;
 
 /// The name of a pack on a remote: `packs/<2 hex>/<id>.pack`, as in the vault.
 pub fn pack_name(id: &PackId) -> String {
@@ -150,6 +157,77 @@ impl RemotePacks {
         // that cannot be written only costs a refetch.
         let _ = write_cache_file(&cached, &stored);
         Ok(value)
+    }
+}
+
+impl RemotePacks {
+    fn is_cached(&self, entry: &PackEntry) -> bool {
+        fs::metadata(self.cache_path(entry)).is_ok_and(|m| m.len() == u64::from(entry.stored_len))
+    }
+
+    /// Fetches the blobs at `wanted` that are not cached yet into the cache, reading each
+    /// pack's wanted blobs in as few range requests as possible (adjacent blobs, and gaps up to
+    /// [`PREFETCH_GAP_BYTES`], go in one request of at most [`PREFETCH_SPAN_MAX_BYTES`]), on
+    /// [`PREFETCH_THREADS`] threads. Nothing is checked here: [`RemotePacks::read_blob`] checks
+    /// each blob's hash when it is used, and fetches again what does not pass.
+    pub fn prefetch(&self, wanted: &[(PackId, PackEntry)]) -> Result<()> {
+        let mut seen = HashSet::new();
+        let mut todo: Vec<&(PackId, PackEntry)> = wanted
+            .iter()
+            .filter(|(_, e)| seen.insert(e.id) && !self.is_cached(e))
+            .collect();
+        todo.sort_by_key(|(p, e)| (*p, e.offset));
+        // (pack, start, end, entries)
+        let mut spans: Vec<(PackId, u64, u64, Vec<PackEntry>)> = Vec::new();
+        for (pack, e) in todo {
+            let end = e.offset + u64::from(e.stored_len);
+            match spans.last_mut() {
+                Some((p, start, last_end, entries))
+                    if p == pack
+                        && e.offset <= *last_end + PREFETCH_GAP_BYTES
+                        && end - *start <= PREFETCH_SPAN_MAX_BYTES =>
+                {
+                    *last_end = (*last_end).max(end);
+                    entries.push(*e);
+                }
+                _ => spans.push((*pack, e.offset, end, vec![*e])),
+            }
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..PREFETCH_THREADS.min(spans.len()) {
+                s.spawn(|| loop {
+                    if failed.lock().expect("invariant: error lock").is_some() {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((pack, start, end, entries)) = spans.get(i) else {
+                        break;
+                    };
+                    let bytes = match self.range(pack, *start, (end - start) as usize) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            failed
+                                .lock()
+                                .expect("invariant: error lock")
+                                .get_or_insert(e);
+                            break;
+                        }
+                    };
+                    for e in entries {
+                        let at = (e.offset - start) as usize;
+                        let blob = &bytes[at..at + e.stored_len as usize];
+                        // A cache: a blob that cannot be kept is fetched again when read.
+                        let _ = write_cache_file(&self.cache_path(e), blob);
+                    }
+                });
+            }
+        });
+        match failed.into_inner().expect("invariant: error lock") {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 

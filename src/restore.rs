@@ -61,6 +61,11 @@ pub fn restore(
     progress: &Progress,
 ) -> Result<RestoreReport> {
     prepare_target(&opts.target, opts.overwrite)?;
+    if reader.is_remote() && opts.includes.is_empty() {
+        // Best effort: what the prefetch could not fetch is read blob by blob below, where a
+        // failure is reported against the file it breaks.
+        let _ = prefetch_snapshot(reader, &manifest.tree);
+    }
     let includes: Vec<Vec<Vec<u8>>> = opts
         .includes
         .iter()
@@ -135,6 +140,36 @@ pub fn restore(
         .errors
         .extend(errors.into_inner().expect("invariant: error list lock"));
     Ok(report)
+}
+
+/// Chunk ids gathered before they are prefetched in one go (~32 MiB of chunk ids at most).
+const PREFETCH_BATCH_CHUNKS: usize = 1 << 20;
+
+/// Fetches a snapshot from a remote in large requests: its trees level by level, then its
+/// files' chunks in batches.
+fn prefetch_snapshot(reader: &BlobReader, root: &crate::id::BlobId) -> Result<()> {
+    let mut level = vec![*root];
+    let mut seen = std::collections::HashSet::new();
+    let mut chunks = Vec::new();
+    while !level.is_empty() {
+        reader.prefetch(&level)?;
+        let mut next = Vec::new();
+        for id in level {
+            for e in reader.tree(&id)?.entries {
+                match e.node {
+                    Node::Dir { subtree } if seen.insert(subtree) => next.push(subtree),
+                    Node::File { chunks: c } => chunks.extend(c),
+                    _ => {}
+                }
+            }
+            if chunks.len() >= PREFETCH_BATCH_CHUNKS {
+                reader.prefetch(&chunks)?;
+                chunks.clear();
+            }
+        }
+        level = next;
+    }
+    reader.prefetch(&chunks)
 }
 
 fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {

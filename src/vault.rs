@@ -542,6 +542,26 @@ impl BlobReader {
         }
     }
 
+    /// True when the packs are on a remote (each read is a request).
+    pub fn is_remote(&self) -> bool {
+        matches!(self.packs, PackSource::Remote(_))
+    }
+
+    /// Fetches these blobs from a remote in few, large requests ahead of their reads (see
+    /// [`RemotePacks::prefetch`]); nothing to do for local packs. Blobs the index does not know
+    /// are left for `read` to report.
+    pub fn prefetch(&self, ids: &[BlobId]) -> Result<()> {
+        let PackSource::Remote(r) = &self.packs else {
+            return Ok(());
+        };
+        let wanted: Vec<(PackId, pack::PackEntry)> = ids
+            .iter()
+            .filter_map(|id| self.locations.get(id))
+            .map(|l| (l.pack, l.entry))
+            .collect();
+        r.prefetch(&wanted)
+    }
+
     /// A whole pack's bytes (verify's `--read-data`).
     pub fn read_pack(&self, id: &PackId) -> Result<Vec<u8>> {
         match &self.packs {

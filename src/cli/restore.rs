@@ -76,6 +76,8 @@ impl VerifiedStream {
                 })
             }
         };
+        // From a remote: fetch the stream in few, large requests (best effort).
+        let _ = reader.prefetch(&chunks);
         let mut hasher = Sha256::new();
         for c in &chunks {
             hasher.update(reader.read(c)?);

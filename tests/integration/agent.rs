@@ -91,11 +91,12 @@ fn wait_for(port: u16, path: &str, limit: Duration, want: impl Fn(u16, &str) -> 
     panic!("{path} never met the condition within {limit:?}; last answer: {last:?}");
 }
 
-fn start_agent(f: &Fixture, cfg: &Path, log: &Path) -> Child {
+fn start_agent(f: &Fixture, cfg: &Path, log: &Path, extra: &[&str]) -> Child {
     Command::new(VAULT_BIN)
         .args(["--config"])
         .arg(cfg)
         .args(["agent"])
+        .args(extra)
         .env("VAULT_PASSWORD_FILE", f.password_file())
         .env_remove("VAULT_DIR")
         .env("XDG_CACHE_HOME", f.path("cache"))
@@ -149,7 +150,7 @@ fn agent_snapshots_on_its_interval_serves_health_and_metrics_and_stops_cleanly()
     let port = free_port();
     let cfg = setup(&f, port);
     let log = f.path("agent.log");
-    let mut agent = start_agent(&f, &cfg, &log);
+    let mut agent = start_agent(&f, &cfg, &log, &[]);
 
     // Healthy once the first cycle promoted a snapshot.
     let health = wait_for(port, "/health", Duration::from_secs(30), |s, _| s == 200);
@@ -335,7 +336,7 @@ fn sigterm_during_a_cycle_lets_the_write_finish_and_the_vault_verifies() {
     let (head, agent) = text.split_once("[agent]").unwrap();
     fs::write(&cfg, format!("{head}{slow}\n[agent]{agent}")).unwrap();
     let log = f.path("agent.log");
-    let mut agent = start_agent(&f, &cfg, &log);
+    let mut agent = start_agent(&f, &cfg, &log, &["--log-json"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !f.path("dump-started").exists() {
         assert!(Instant::now() < deadline, "the dump never started");
@@ -363,6 +364,12 @@ fn sigterm_during_a_cycle_lets_the_write_finish_and_the_vault_verifies() {
         logged.contains("cycle done"),
         "the cycle in progress finished within the grace: {logged}"
     );
+    // --log-json: every line is a JSON object with a level and a message.
+    for line in logged.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
     assert!(!f.snapshot_ids().is_empty());
     f.cmd()
         .args(["verify", "--read-data"])

@@ -240,3 +240,67 @@ fn remotes_that_are_empty_foreign_or_misnamed_get_clear_errors() {
         .run()
         .one_line_error(12);
 }
+
+#[test]
+fn a_push_killed_mid_way_resumes_without_sending_again_what_arrived() {
+    let f = Fixture::with_vault();
+    let data = f.path("data");
+    fs::create_dir_all(&data).unwrap();
+    // About four 32 MiB packs, pushed one at a time.
+    for i in 0..5 {
+        write_random_file(&data.join(format!("r{i}")), 700 + i, 24 * MIB);
+    }
+    f.snapshot(&data);
+    let cfg = config(&f);
+    let remote = f.path("remote");
+    with_config(&f, &cfg)
+        .args(["remote", "add", "usb"])
+        .arg(&remote)
+        .run()
+        .success();
+    let total = pack_files(&f.vault()).len();
+    assert!(total >= 3, "{total} packs");
+    let mut child = with_config(&f, &cfg)
+        .args(["push", "--threads", "1"])
+        .spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let arrived_packs = || {
+        list_all(&remote.join("packs"))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+            .count()
+    };
+    while arrived_packs() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no pack arrived");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), None, "killed before it finished");
+    let arrived = arrived_packs();
+    assert!(
+        arrived < total,
+        "the push was cut short ({arrived} of {total} packs)"
+    );
+    assert!(
+        !remote.join("refs/last-known-good.json").exists(),
+        "the ref goes last"
+    );
+    let r = with_config(&f, &cfg)
+        .args(["--json", "push"])
+        .run()
+        .success()
+        .json();
+    let report = &r["pushes"][0]["report"];
+    assert_eq!(
+        report["packs_uploaded"].as_u64().unwrap() as usize,
+        total - arrived,
+        "only what was missing went up: {report}"
+    );
+    with_config(&f, &cfg)
+        .args(["verify", "--remote", "usb", "--read-data"])
+        .run()
+        .success()
+        .stdout_has("vault is clean");
+}
