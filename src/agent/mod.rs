@@ -122,6 +122,13 @@ async fn main(opts: AgentOptions) -> Result<i32> {
     let state = Arc::new(AgentState::new(&file.vault, a.rpo, a.grace, a.interval));
     let file = Arc::new(file);
     let secrets = Arc::new(secrets);
+    // Fail at start, not every 15 minutes, on what no cycle can fix: no vault, a wrong password.
+    let (f, s) = (file.clone(), secrets.clone());
+    tokio::task::spawn_blocking(move || {
+        Vault::open(&f.vault, LockMode::Shared, Some(CYCLE_LOCK_WAIT), &s).map(drop)
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("opening the vault panicked: {e}")))??;
     refresh_lkg(&state, &file, &secrets).await;
     let listener = TcpListener::bind(a.listen)
         .await

@@ -312,6 +312,16 @@ fn cycle_runs_once_and_its_exit_code_says_which_step_failed() {
         lkg_before,
         "the snapshot was promoted before the push failed"
     );
+    // A wrong password stops the agent at start, not at every cycle.
+    let wrong = f.path("wrong-password");
+    fs::write(&wrong, "nope\n").unwrap();
+    f.cmd()
+        .env("VAULT_PASSWORD_FILE", &wrong)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("agent")
+        .run()
+        .one_line_error(12);
     // Without a config file there is nothing to cycle.
     let elsewhere = f.path("elsewhere");
     fs::create_dir(&elsewhere).unwrap();
