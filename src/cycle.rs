@@ -1,5 +1,6 @@
 //! One protection cycle: snapshot every configured source → gates → promote → push to every
-//! remote → retention. `vault cycle` runs one; `vault agent` runs one per interval.
+//! remote → retention (`forget` with the `[retention]` policy, when the config file has one;
+//! reclaiming space is `vault prune`'s, run on its own). `vault cycle` runs one; `vault agent` runs one per interval.
 //!
 //! A failing step is reported in the [`CycleReport`] and the later steps still run where they
 //! make sense: a snapshot that a gate rejects leaves the LKG where it was but is still pushed
@@ -148,7 +149,7 @@ pub struct CycleReport {
     pub gates: Vec<GateResult>,
     pub promoted: bool,
     pub pushes: Vec<PushStep>,
-    /// What happened to retention (`skipped: ...` until `vault forget` exists).
+    /// What retention did (`not configured` without a `[retention]` table).
     pub retention: String,
     /// Every step succeeded: a snapshot was taken and promoted, and every remote took it.
     pub ok: bool,
@@ -204,12 +205,13 @@ impl CycleReport {
             .map(|p| format!("{} {}", p.remote, if p.ok { "ok" } else { "FAILED" }))
             .collect();
         format!(
-            "{snap}{gates}; push: {}; {:.1}s",
+            "{snap}{gates}; push: {}; retention: {}; {:.1}s",
             if pushes.is_empty() {
                 "no remotes".to_string()
             } else {
                 pushes.join(", ")
             },
+            self.retention,
             self.duration_ms as f64 / 1000.0
         )
     }
@@ -232,13 +234,19 @@ pub fn run(ctx: &CycleContext<'_>) -> CycleReport {
         report.snapshot_error = Some(e.to_string());
     }
     push_all(ctx, &mut report);
-    if ctx.file.retention != Default::default() {
-        report.retention = "skipped: retention (`vault forget`) is not implemented yet".into();
+    if ctx.file.retention_set {
+        report.retention = match open(ctx, LockMode::Exclusive)
+            .and_then(|v| crate::retention::forget(&v, &ctx.file.retention, false))
+        {
+            Ok(r) => format!("forgot {} of {} snapshots", r.forgotten, r.snapshots),
+            Err(e) => format!("failed: {e}"),
+        };
     }
     report.duration_ms = t.elapsed().as_millis() as u64;
     report.ok = report.snapshot.as_ref().is_some_and(|s| !s.partial)
         && report.promoted
-        && report.pushes.iter().all(|p| p.ok);
+        && report.pushes.iter().all(|p| p.ok)
+        && !report.retention.starts_with("failed");
     report
 }
 

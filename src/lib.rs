@@ -62,6 +62,7 @@ pub mod progress;
 pub mod push;
 pub mod remote;
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 pub mod stored;
 pub mod stream;

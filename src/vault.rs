@@ -428,6 +428,16 @@ impl Vault {
         Ok(id)
     }
 
+    /// Removes a snapshot's manifest (idempotent; its data stays until a prune).
+    pub fn remove_manifest(&self, id: &SnapshotId) -> Result<()> {
+        let path = self.manifest_path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => fsutil::sync_dir(&self.snapshots_dir()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
     /// The key files in `keys/`, by path.
     pub fn key_files(&self) -> Result<Vec<(PathBuf, KeyFile)>> {
         read_key_files(&self.root)

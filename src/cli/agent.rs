@@ -57,8 +57,8 @@ pub(super) fn cycle(ctx: &mut Ctx) -> Result<i32> {
         if let Some(e) = &r.snapshot_error {
             eprintln!("error: snapshot: {e}");
         }
-        if r.retention.starts_with("skipped") {
-            eprintln!("note: {}", r.retention);
+        if r.retention.starts_with("failed") {
+            eprintln!("error: retention {}", r.retention);
         }
     }
     Ok(if r.ok {

@@ -5,14 +5,16 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use super::{exit, say, Ctx, StatusArgs, UNENCRYPTED_WARNING};
+use super::{exit, say, Ctx, ForgetArgs, StatusArgs, UNENCRYPTED_WARNING};
 use crate::backend::RemoteSpec;
+use crate::error::Error;
 use crate::error::Result;
 use crate::gates;
 use crate::lkg;
 use crate::lock::LockMode;
 use crate::manifest::Manifest;
 use crate::util::human_bytes;
+use crate::vaultfile::{Keep, Retention};
 
 /// What a remote lacks (snapshots missing, whether it holds the LKG), or why it is unreachable.
 type RemoteLag = std::result::Result<(usize, bool), String>;
@@ -298,5 +300,106 @@ pub(super) fn ls(ctx: &mut Ctx, snapshot: &str, path: Option<&str>) -> Result<i3
             );
         }
     }
+    Ok(exit::OK)
+}
+
+/// The policy of `vault forget`: the flags when any is given (they are the whole policy, as in
+/// restic), else the config file's `[retention]`, else the default.
+fn forget_policy(ctx: &Ctx, a: &ForgetArgs) -> Result<Retention> {
+    let counts = [
+        ("--keep-last", a.keep_last),
+        ("--keep-quarter-hourly", a.keep_quarter_hourly),
+        ("--keep-hourly", a.keep_hourly),
+        ("--keep-daily", a.keep_daily),
+        ("--keep-weekly", a.keep_weekly),
+        ("--keep-monthly", a.keep_monthly),
+        ("--keep-yearly", a.keep_yearly),
+    ];
+    if counts.iter().all(|(_, v)| v.is_none()) && a.keep_within.is_none() {
+        return Ok(ctx
+            .config
+            .as_ref()
+            .map(|f| f.retention.clone())
+            .unwrap_or_default());
+    }
+    let keep = |flag: &str, v: Option<i64>| -> Result<Keep> {
+        match v {
+            None => Ok(Keep::NONE),
+            Some(-1) => Ok(Keep::Unlimited),
+            Some(n) => u32::try_from(n).map(Keep::Count).map_err(|_| {
+                Error::Usage(format!("{flag} {n}: use a count from 0, or -1 for all"))
+            }),
+        }
+    };
+    let [last, quarter, hourly, daily, weekly, monthly, yearly] =
+        counts.map(|(flag, v)| keep(flag, v));
+    let policy = Retention {
+        keep_last: last?,
+        keep_within: a.keep_within.unwrap_or_default(),
+        keep_quarter_hourly: quarter?,
+        keep_hourly: hourly?,
+        keep_daily: daily?,
+        keep_weekly: weekly?,
+        keep_monthly: monthly?,
+        keep_yearly: yearly?,
+    };
+    let keeps_any = !policy.keep_within.is_zero()
+        || [
+            policy.keep_last,
+            policy.keep_quarter_hourly,
+            policy.keep_hourly,
+            policy.keep_daily,
+            policy.keep_weekly,
+            policy.keep_monthly,
+            policy.keep_yearly,
+        ]
+        .into_iter()
+        .any(Keep::keeps_any);
+    if !keeps_any {
+        return Err(Error::Usage(
+            "this policy keeps nothing (only the last-known-good would survive); give a \
+             --keep-* count above 0"
+                .into(),
+        ));
+    }
+    Ok(policy)
+}
+
+/// `vault forget [--keep-* ...] [--dry-run]`.
+pub(super) fn forget(ctx: &mut Ctx, a: &ForgetArgs) -> Result<i32> {
+    let policy = forget_policy(ctx, a)?;
+    let mode = if a.dry_run {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    };
+    let vault = ctx.open(mode)?;
+    let r = crate::retention::forget(&vault, &policy, a.dry_run)?;
+    let out = &mut ctx.out;
+    if ctx.json {
+        out.json(json!(r))?;
+        return Ok(exit::OK);
+    }
+    for d in &r.decisions {
+        let when = humantime::format_rfc3339_seconds(d.time);
+        if d.kept() {
+            let why: Vec<&str> = d.keep.iter().map(|x| x.label()).collect();
+            say!(out, "keep    {}  {when}  {}", d.id.short(), why.join(", "));
+        } else {
+            say!(
+                out,
+                "{}  {}  {when}",
+                if a.dry_run { "would forget" } else { "forget" },
+                d.id.short()
+            );
+        }
+    }
+    say!(
+        out,
+        "{} {} of {} snapshots; the space comes back with `vault prune`",
+        if a.dry_run { "would forget" } else { "forgot" },
+        r.forgotten,
+        r.snapshots
+    );
     Ok(exit::OK)
 }

@@ -230,6 +230,9 @@ pub enum Command {
     Reindex,
     /// Print the audit log.
     Audit(AuditArgs),
+    /// Forget snapshots a retention policy does not keep (flags, else the config's
+    /// [retention], else the default policy); never the last-known-good or what is newer.
+    Forget(ForgetArgs),
     /// Upload what a remote lacks (every remote of the config file, or --remote NAME).
     Push(PushArgs),
     /// Add or list the remotes of the config file.
@@ -263,6 +266,37 @@ pub struct AuditArgs {
     /// Only records of this action (snapshot, promote, restore, verify, ...).
     #[arg(long, value_name = "A")]
     pub action: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Keep the newest N snapshots (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_last: Option<i64>,
+    /// Keep every snapshot taken within this duration of the newest (e.g. `2d`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_within: Option<Duration>,
+    /// Keep the newest snapshot of each of the last N quarter hours (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_quarter_hourly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N hours (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_hourly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N days (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_daily: Option<i64>,
+    /// Keep the newest snapshot of each of the last N ISO weeks (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_weekly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N months (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_monthly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N years (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_yearly: Option<i64>,
+    /// List what would be forgotten and why each survivor is kept; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -557,6 +591,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Promote { snapshot } => check::promote(ctx, &snapshot),
         Command::Config(c) => config::run(ctx, c, found.as_deref()),
         Command::Push(a) => remote::push(ctx, &a),
+        Command::Forget(a) => list::forget(ctx, &a),
         Command::Agent(a) => agent::agent(ctx, &a),
         Command::Cycle => agent::cycle(ctx),
         Command::Remote(RemoteCommand::Add(a)) => {

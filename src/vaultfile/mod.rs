@@ -82,6 +82,9 @@ pub struct VaultFile {
     pub remotes: Vec<Remote>,
     pub agent: Agent,
     pub retention: Retention,
+    /// Whether the file has a `[retention]` table (the agent applies retention only then).
+    #[serde(skip)]
+    pub retention_set: bool,
 }
 
 /// The whole file as written.
@@ -150,6 +153,7 @@ impl VaultFile {
             remotes.push(remote);
         }
         let agent = wire.agent.check(&ctx)?;
+        let retention_set = wire.retention.is_some();
         let retention = match wire.retention {
             Some(table) => {
                 let span = table.span();
@@ -165,6 +169,7 @@ impl VaultFile {
             remotes,
             agent,
             retention,
+            retention_set,
         })
     }
 

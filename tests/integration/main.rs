@@ -14,6 +14,7 @@ mod corruption;
 mod crash;
 mod dedup;
 mod encryption;
+mod forget;
 mod gates;
 mod locking;
 mod postgres;

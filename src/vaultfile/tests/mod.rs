@@ -128,6 +128,7 @@ fn fully_populated() -> VaultFile {
             keep_monthly: Keep::Count(6),
             keep_yearly: Keep::Unlimited,
         },
+        retention_set: true,
     }
 }
 
