@@ -47,6 +47,7 @@ pub mod config;
 pub mod coverage;
 pub mod crypto;
 pub mod cycle;
+pub mod drill;
 pub mod error;
 pub mod fsutil;
 pub mod gates;

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::{exit, say, AuditArgs, Ctx, Out, VerifyArgs};
+use super::{exit, say, AuditArgs, Ctx, DrillArgs, Out, VerifyArgs};
 use crate::audit::{self, AuditRecord};
 use crate::backend::RemoteSpec;
 use crate::error::{Error, Result};
@@ -264,4 +264,91 @@ pub(super) fn print_gates(out: &mut Out, results: &[GateResult]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `vault drill [--snapshot ID] [--from URL] [--scratch DIR] [--keep]`.
+pub(super) fn drill(ctx: &mut Ctx, a: &DrillArgs) -> Result<i32> {
+    let vault = match &a.from {
+        Some(url) => ctx.open_remote(&RemoteSpec::from_url(url).map_err(Error::Usage)?)?,
+        None => ctx.open(LockMode::Shared)?,
+    };
+    let opts = crate::drill::DrillOptions {
+        snapshot: a.snapshot.clone(),
+        scratch: a.scratch.clone(),
+        keep: a.keep,
+        source: a.from.clone().unwrap_or_else(|| "local".into()),
+    };
+    let (r, path) = crate::drill::drill(&vault, &opts)?;
+    if a.from.is_some() {
+        ctx.audit_local(
+            &AuditRecord::new(
+                "drill",
+                Some(r.snapshot.clone()),
+                if r.ok { "ok" } else { "failed" },
+            )
+            .with_detail(
+                json!({"rto_ms": r.rto_ms, "rpo_seconds": r.rpo_seconds, "source": r.source}),
+            ),
+        )?;
+    }
+    if ctx.json {
+        ctx.out.json(json!({"report": r, "path": path}))?;
+    } else {
+        let out = &mut ctx.out;
+        say!(
+            out,
+            "drill {}: snapshot {} from {}: RTO {:.1} s, RPO {} s, {} files, {}",
+            if r.ok { "PASSED" } else { "FAILED" },
+            &r.snapshot[..12],
+            r.source,
+            r.rto_ms as f64 / 1000.0,
+            r.rpo_seconds,
+            r.files,
+            human_bytes(r.bytes)
+        );
+        for g in r.gates.iter().filter(|g| !g.passed) {
+            say!(out, "  gate {} failed: {}", g.gate, g.reasons.join("; "));
+        }
+        for e in r.restore_errors.iter().chain(&r.mismatches) {
+            say!(out, "  {e}");
+        }
+        if r.more_mismatches > 0 {
+            say!(out, "  ... and {} more", r.more_mismatches);
+        }
+        say!(out, "report: {}", path.display());
+    }
+    Ok(if r.ok {
+        exit::OK
+    } else if !r.mismatches.is_empty() || !r.restore_errors.is_empty() {
+        exit::DAMAGED
+    } else {
+        exit::REJECTED
+    })
+}
+
+/// `vault drills`: past drills, oldest first.
+pub(super) fn drills(ctx: &mut Ctx) -> Result<i32> {
+    let vault = ctx.open(LockMode::Shared)?;
+    let list = crate::drill::list(vault.root())?;
+    if ctx.json {
+        ctx.out.json(json!(list))?;
+        return Ok(exit::OK);
+    }
+    if list.is_empty() {
+        say!(ctx.out, "no drills yet; run `vault drill`");
+    }
+    for r in &list {
+        say!(
+            ctx.out,
+            "{}  {}  snapshot {}  RTO {:>7.1} s  RPO {:>7} s  {} files  {}",
+            r.started_at,
+            if r.ok { "PASSED" } else { "FAILED" },
+            &r.snapshot[..12],
+            r.rto_ms as f64 / 1000.0,
+            r.rpo_seconds,
+            r.files,
+            r.source
+        );
+    }
+    Ok(exit::OK)
 }

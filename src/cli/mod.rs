@@ -233,6 +233,11 @@ pub enum Command {
     /// Forget snapshots a retention policy does not keep (flags, else the config's
     /// [retention], else the default policy); never the last-known-good or what is newer.
     Forget(ForgetArgs),
+    /// Rehearse a disaster recovery: restore the last-known-good into a scratch directory,
+    /// check every file against the snapshot, re-run the gates, and report RTO and RPO.
+    Drill(DrillArgs),
+    /// List past drills with their RTO and RPO.
+    Drills,
     /// Upload what a remote lacks (every remote of the config file, or --remote NAME).
     Push(PushArgs),
     /// Add or list the remotes of the config file.
@@ -297,6 +302,22 @@ pub struct ForgetArgs {
     /// List what would be forgotten and why each survivor is kept; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Drill this snapshot (id, prefix or `latest`) instead of the last-known-good.
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<String>,
+    /// Drill from this remote alone (as `restore --from` takes it).
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    /// Restore into this directory (absent or empty) instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    /// Keep the restored tree.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, Args)]
@@ -592,6 +613,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Config(c) => config::run(ctx, c, found.as_deref()),
         Command::Push(a) => remote::push(ctx, &a),
         Command::Forget(a) => list::forget(ctx, &a),
+        Command::Drill(a) => check::drill(ctx, &a),
+        Command::Drills => check::drills(ctx),
         Command::Agent(a) => agent::agent(ctx, &a),
         Command::Cycle => agent::cycle(ctx),
         Command::Remote(RemoteCommand::Add(a)) => {

@@ -13,6 +13,7 @@ mod changing;
 mod corruption;
 mod crash;
 mod dedup;
+mod drill;
 mod encryption;
 mod forget;
 mod gates;
