@@ -59,8 +59,13 @@ pub fn sweep_temp_files(dir: &Path) -> Result<usize> {
     for entry in rd {
         let entry = entry.at(dir)?;
         if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            fs::remove_file(entry.path()).at(entry.path())?;
-            removed += 1;
+            // Gone already: renamed into place by a writer that does not hold the vault lock
+            // (the agent's state file), or removed by another sweep.
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(crate::Error::io(entry.path(), e)),
+            }
         }
     }
     Ok(removed)

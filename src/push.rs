@@ -381,8 +381,7 @@ mod tests {
     fn packs_go_before_manifests_and_the_ref_goes_last_and_a_killed_push_resumes() {
         let tmp = tempfile::tempdir().unwrap();
         let vault = vault_with_snapshots(tmp.path());
-        fs::create_dir(tmp.path().join("remote")).unwrap();
-        let remote = LocalBackend::open(&tmp.path().join("remote")).unwrap();
+        let remote = LocalBackend::create(&tmp.path().join("remote")).unwrap();
         // A push that dies after 5 calls leaves a consistent, partial remote.
         let dying = Faulty::new(&remote, Faults::after(5));
         let opts = PushOptions {

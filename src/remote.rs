@@ -1,7 +1,8 @@
 //! Reading a vault back from a remote, on a machine that may have nothing else.
 //!
 //! A remote vault is opened through a local *mirror*: a cache directory (by default
-//! `~/.cache/atlasvault/remotes/<hash of the location>/`) that holds copies of the remote's small
+//! `~/.cache/atlasvault/remotes/<hash of the location>/`; `--cache-dir` replaces the part before
+//! the hash) that holds copies of the remote's small
 //! objects (`config.json`, `keys/`, `snapshots/`, the LKG ref) and an `index.sqlite` built from
 //! the packs' trailers (two or three range requests per pack, once). The packs stay on the remote:
 //! [`RemotePacks`] range-reads only the blobs a command needs and keeps each one it fetched under
@@ -55,17 +56,28 @@ pub fn parse_pack_object(name: &str) -> Option<PackId> {
     (id.to_hex()[..2] == *dir).then_some(id)
 }
 
-/// The default mirror directory of a remote location.
-pub fn default_cache_dir(location: &str) -> PathBuf {
+/// The default directory under which each remote gets its mirror: `$XDG_CACHE_HOME/atlasvault/
+/// remotes`, else `~/.cache/atlasvault/remotes`.
+pub fn default_cache_base() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    let hash = blake3::hash(location.as_bytes()).to_hex();
-    base.join("atlasvault")
-        .join("remotes")
-        .join(&hash.as_str()[..16])
+    base.join("atlasvault").join("remotes")
 }
+
+/// The mirror of the remote at `location` under `base`: a subdirectory named by a hash of the
+/// location, so that a `--cache-dir` pointing at a directory that matters is never used as the
+/// mirror itself.
+pub fn mirror_dir(base: &Path, location: &str) -> PathBuf {
+    let hash = blake3::hash(location.as_bytes()).to_hex();
+    base.join(&hash.as_str()[..16])
+}
+
+/// The file that marks a directory as a mirror (only a marked directory is ever emptied).
+const MIRROR_MARKER: &str = ".atlasvault-mirror";
+/// Held while a mirror is brought in line with its remote.
+const MIRROR_SYNC_LOCK: &str = ".sync.lock";
 
 /// A remote's packs, read by range requests through the mirror's blob cache.
 pub struct RemotePacks {
@@ -184,7 +196,7 @@ impl RemotePacks {
             match spans.last_mut() {
                 Some((p, start, last_end, entries))
                     if p == pack
-                        && e.offset <= *last_end + PREFETCH_GAP_BYTES
+                        && e.offset <= last_end.saturating_add(PREFETCH_GAP_BYTES)
                         && end - *start <= PREFETCH_SPAN_MAX_BYTES =>
                 {
                     *last_end = (*last_end).max(end);
@@ -243,15 +255,48 @@ fn write_cache_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Opens the vault on `backend` through its mirror in `cache` (created when needed): brings the
-/// mirror's small objects in line with the remote, then opens it, indexing new packs.
+/// Opens the vault on `backend` through its mirror under `cache_base` (created when needed):
+/// brings the mirror's small objects in line with the remote, then opens it, indexing new packs.
 pub fn open(
     backend: DynBackend,
-    cache: &Path,
+    cache_base: &Path,
     wait: Option<Duration>,
     secrets: &SecretSource,
 ) -> Result<Vault> {
     let location = backend.location();
+    let cache = &mirror_dir(cache_base, &location);
+    let remote = sync_mirror(&backend, cache)?;
+    Vault::open_mirror(cache, remote, wait, secrets)
+}
+
+/// Brings the mirror at `cache` in line with the remote, under the mirror's sync lock.
+fn sync_mirror(backend: &DynBackend, cache: &Path) -> Result<Arc<RemotePacks>> {
+    use fs2::FileExt;
+
+    let location = backend.location();
+    let marker = cache.join(MIRROR_MARKER);
+    let non_empty = fs::read_dir(cache).is_ok_and(|mut d| d.next().is_some());
+    if non_empty && !marker.exists() {
+        return Err(Error::Invalid(format!(
+            "{} is not empty and is not a remote mirror; refusing to use it as a cache",
+            cache.display()
+        )));
+    }
+    fsutil::create_dir_durable(cache)?;
+    if !marker.exists() {
+        fsutil::atomic_write(
+            &marker,
+            b"AtlasVault remote mirror: a cache, safe to delete.\n",
+        )?;
+    }
+    let lock_path = cache.join(MIRROR_SYNC_LOCK);
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .at(&lock_path)?;
+    lock.lock_exclusive().at(&lock_path)?;
     let listing: HashMap<String, u64> = backend
         .list("")?
         .into_iter()
@@ -343,20 +388,23 @@ pub fn open(
         .iter()
         .filter_map(|(name, size)| parse_pack_object(name).map(|id| (id, *size)))
         .collect();
-    let remote = Arc::new(RemotePacks {
-        backend,
+    Ok(Arc::new(RemotePacks {
+        backend: backend.clone(),
         cache: cache.join(BLOB_CACHE_DIR),
         packs,
         fetched_bytes: AtomicU64::new(0),
         requests: AtomicU64::new(0),
-    });
-    Vault::open_mirror(cache, remote, wait, secrets)
+    }))
 }
 
 /// Empties a mirror directory (it only ever holds copies).
 fn clear_mirror(cache: &Path) -> Result<()> {
     for f in fs::read_dir(cache).at(cache)? {
         let path = f.at(cache)?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name == MIRROR_MARKER || name == MIRROR_SYNC_LOCK {
+            continue;
+        }
         let r = if path.is_dir() {
             fs::remove_dir_all(&path)
         } else {

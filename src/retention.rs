@@ -253,6 +253,15 @@ pub fn forget(vault: &Vault, policy: &Retention, dry_run: bool) -> Result<Forget
             })
         })
         .collect();
+    // Without the LKG among the candidates, "newer than the LKG" cannot be judged: refuse
+    // rather than forget what may be the next restore point.
+    if let Some(l) = lkg.filter(|l| !candidates.iter().any(|c| c.id == *l)) {
+        return Err(crate::Error::Invalid(format!(
+            "the last-known-good {} has no readable manifest with a time; refusing to forget \
+             anything (run `vault verify`)",
+            l.short()
+        )));
+    }
     let decisions = apply(policy, &candidates, lkg, SystemTime::now());
     let gone: Vec<SnapshotId> = decisions
         .iter()

@@ -282,10 +282,15 @@ impl Vault {
         let indexed = self.index.packs()?;
         for (id, size) in &on_disk {
             if indexed.get(id) != Some(size) {
-                // A pack whose trailer does not parse is left for `verify` to report.
-                if let Ok(entries) = self.read_trailer(id, *size) {
-                    self.index.add_pack(id, *size, &entries)?;
-                    r.packs_added += 1;
+                match self.read_trailer(id, *size) {
+                    Ok(entries) => {
+                        self.index.add_pack(id, *size, &entries)?;
+                        r.packs_added += 1;
+                    }
+                    // A remote that fails (after its retries) is an error, not a damaged pack.
+                    Err(e @ Error::Backend(_)) => return Err(e),
+                    // A pack whose trailer does not parse is left for `verify` to report.
+                    Err(_) => {}
                 }
             }
         }

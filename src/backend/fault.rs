@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn fails_the_chosen_calls_and_a_seeded_share() {
         let tmp = tempfile::tempdir().unwrap();
-        let local = LocalBackend::open(tmp.path()).unwrap();
+        let local = LocalBackend::create(tmp.path()).unwrap();
         let f = Faulty::new(&local, Faults::calls([2]));
         assert!(f.put("a.json", b"1").is_ok());
         assert!(f.put("a.json", b"1").unwrap_err().is_transient());

@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn refuses_deletes_and_overwrites_but_not_the_ref() {
         let tmp = tempfile::tempdir().unwrap();
-        let local = LocalBackend::open(tmp.path()).unwrap();
+        let local = LocalBackend::create(tmp.path()).unwrap();
         let g = AppendOnly::new(&local);
         g.put("packs/aa/aa.pack", b"1234").unwrap();
         g.put("packs/aa/aa.pack", b"1234").unwrap();

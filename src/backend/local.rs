@@ -23,6 +23,9 @@ use crate::fsutil::TEMP_PREFIX;
 /// (it grows linearly).
 const RENAME_ATTEMPTS: u32 = 8;
 const RENAME_PAUSE: Duration = Duration::from_millis(50);
+/// The file `vault remote add` leaves in a new directory remote; writes need it (or a pushed
+/// vault). Names starting with a dot are never objects: `list` skips them.
+pub const REMOTE_MARKER: &str = ".atlasvault-remote";
 /// Longest name component NTFS accepts, in bytes (255 UTF-16 units; our names are ASCII).
 const NTFS_COMPONENT_MAX_BYTES: usize = 255;
 
@@ -42,6 +45,42 @@ impl LocalBackend {
             )));
         }
         Ok(LocalBackend { root: root.into() })
+    }
+
+    /// Creates the directory (and parents) and marks it as a remote (`vault remote add`).
+    pub fn create(root: &Path) -> crate::Result<Self> {
+        let b = Self::open(root)?;
+        fs::create_dir_all(root).map_err(|e| crate::Error::io(root, e))?;
+        let marker = root.join(REMOTE_MARKER);
+        if !marker.exists() {
+            crate::fsutil::atomic_write(
+                &marker,
+                b"This directory is an AtlasVault remote (created by `vault remote add`).\n",
+            )?;
+        }
+        Ok(b)
+    }
+
+    /// Writes need a directory that is visibly ours: one that holds a pushed vault
+    /// (`config.json`) or the marker `vault remote add` leaves. An empty directory is far more
+    /// often the mount point of an unplugged drive than a new remote, and the backup must not
+    /// land on the wrong disk.
+    fn check_writable(&self, op: &'static str, name: &str) -> BackendResult<()> {
+        self.check_root(op, name)?;
+        if self.root.join("config.json").exists() || self.root.join(REMOTE_MARKER).exists() {
+            return Ok(());
+        }
+        Err(BackendError::new(
+            self.location(),
+            op,
+            name,
+            BackendErrorKind::Permanent,
+            format!(
+                "{} holds no vault and is not marked as a remote: is the drive mounted? (to use \
+                 a new directory, run `vault remote add`, or create the file {REMOTE_MARKER} in it)",
+                self.root.display()
+            ),
+        ))
     }
 
     /// The root must exist: a missing one is far more often an unmounted drive (whose empty
@@ -92,6 +131,7 @@ impl LocalBackend {
     }
 
     fn write(&self, op: &'static str, name: &str, data: &[u8]) -> BackendResult<()> {
+        self.check_writable(op, name)?;
         let path = self.path(op, name)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let io = |e| self.err(op, name, e);
@@ -206,7 +246,8 @@ impl Backend for LocalBackend {
                 let Some(file_name) = file_name.to_str() else {
                     continue;
                 };
-                if file_name.starts_with(TEMP_PREFIX) {
+                // Temporary files and the marker; no object name starts with a dot.
+                if file_name.starts_with('.') {
                     continue;
                 }
                 let path = entry.path();
@@ -280,6 +321,7 @@ impl Backend for LocalBackend {
     }
 
     fn delete(&self, name: &str) -> BackendResult<()> {
+        self.check_writable("delete", name)?;
         let path = self.path("delete", name)?;
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -337,6 +379,10 @@ mod tests {
         assert!(!root.exists());
         fs::create_dir(&root).unwrap();
         assert_eq!(b.list("").unwrap(), vec![]);
+        let e = b.put("config.json", b"{}").unwrap_err();
+        assert!(e.message.contains("not marked as a remote"), "{e}");
+        let b = LocalBackend::create(&root).unwrap();
+        assert_eq!(b.list("").unwrap(), vec![], "the marker is not an object");
         b.put("packs/ab/ab01.pack", b"0123456789").unwrap();
         b.put("snapshots/ff.json", b"{}").unwrap();
         b.replace("refs/last-known-good.json", b"one").unwrap();
@@ -379,8 +425,7 @@ mod tests {
             root.push(format!("a-rather-long-directory-name-{i:02}"));
         }
         assert!(root.as_os_str().len() > 300);
-        fs::create_dir_all(&root).unwrap();
-        let b = LocalBackend::open(&root).unwrap();
+        let b = LocalBackend::create(&root).unwrap();
         let name = format!("packs/ab/{}.pack", "ab".repeat(32));
         b.put(&name, b"data").unwrap();
         assert_eq!(b.read(&name).unwrap(), b"data");

@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn retries_transient_failures_until_success_and_gives_up_after_the_budget() {
         let tmp = tempfile::tempdir().unwrap();
-        let local = LocalBackend::open(tmp.path()).unwrap();
+        let local = LocalBackend::create(tmp.path()).unwrap();
         // Calls 1 and 2 fail: the third attempt of the first put succeeds.
         let b = Retrying::new(
             Faulty::new(&local, Faults::calls([1, 2])),

@@ -20,6 +20,10 @@ use super::{Backend, BackendError, BackendErrorKind, BackendResult, ObjectInfo};
 pub const MULTIPART_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 /// Parts of one upload in flight at once.
 const MULTIPART_CONCURRENCY: usize = 4;
+/// Longest wait for a call without a body (list, stat, delete, start of a write).
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Longest wait for the next bytes of a body being read or written.
+const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Region used when neither the remote nor the environment names one.
 const DEFAULT_REGION: &str = "us-east-1";
 
@@ -145,7 +149,15 @@ impl S3Backend {
             .as_ref()
             .map_err(|e| fail(format!("cannot start the I/O runtime: {e}")))?;
         let _guard = rt.enter();
-        let op = opendal::Operator::new(b).map_err(|e| fail(e.to_string()))?;
+        // No call may hang: a server that accepts and never answers would otherwise stall a
+        // cycle (and the agent) forever. Timeouts are temporary errors, so they are retried.
+        let op = opendal::Operator::new(b)
+            .map_err(|e| fail(e.to_string()))?
+            .layer(
+                opendal::layers::TimeoutLayer::new()
+                    .with_timeout(CALL_TIMEOUT)
+                    .with_io_timeout(IO_TIMEOUT),
+            );
         let op = opendal::blocking::Operator::new(op).map_err(|e| fail(e.to_string()))?;
         Ok(S3Backend {
             op,

@@ -97,7 +97,7 @@ impl Ctx {
         let cache = self
             .cache_dir
             .clone()
-            .unwrap_or_else(|| crate::remote::default_cache_dir(&backend.location()));
+            .unwrap_or_else(crate::remote::default_cache_base);
         let vault = crate::remote::open(backend, &cache, self.wait, &self.secrets)?;
         Ok(self.with_file_gates(vault))
     }
@@ -189,8 +189,8 @@ pub struct Cli {
     /// The config file (else VAULT_CONFIG, else ./vault.toml when there is one).
     #[arg(long, global = true, env = "VAULT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Where remote reads are cached (restore --from, verify --remote); default
-    /// ~/.cache/atlasvault/remotes/<hash of the remote>.
+    /// Where remote reads are cached (restore --from, verify --remote): each remote gets its
+    /// own subdirectory here; default ~/.cache/atlasvault/remotes.
     #[arg(long, global = true, env = "VAULT_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     #[command(subcommand)]

@@ -255,7 +255,7 @@ pub(super) fn add(
     // A directory remote is created now, while the drive is there: pushes never create it, so
     // that an unmounted drive fails loudly instead of filling its mount point.
     if let RemoteUrl::Path(dir) = &remote.url {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::backend::local::LocalBackend::create(dir)?;
     }
     fsutil::atomic_write(&path, new_text.as_bytes())?;
     if ctx.json {

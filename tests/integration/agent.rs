@@ -39,7 +39,7 @@ fn setup(f: &Fixture, port: u16) -> PathBuf {
     )
     .unwrap();
     drop(conn);
-    fs::create_dir(f.path("remote")).unwrap();
+    atlasvault::backend::local::LocalBackend::create(&f.path("remote")).unwrap();
     let cfg = f.path("vault.toml");
     fs::write(
         &cfg,

@@ -102,6 +102,20 @@ fn remote_add_keeps_comments_checks_the_result_and_push_list_restore_work() {
         .run()
         .success();
     assert_same_tree(&data, &out.join("data"), &[]);
+    // A --cache-dir pointing at something that matters (here, the vault itself) only ever
+    // gets a mirror subdirectory: the vault is untouched.
+    let before = f.snapshot_ids();
+    f.cmd_in(f.root())
+        .args(["restore", "--lkg", "--from"])
+        .arg(&remote)
+        .arg("--target")
+        .arg(f.path("out-cache"))
+        .arg("--cache-dir")
+        .arg(f.vault())
+        .run()
+        .success();
+    assert_eq!(f.snapshot_ids(), before);
+    f.cmd().args(["verify", "--read-data"]).run().success();
     // Restoring from a remote over a non-empty target is refused: there is no local vault to
     // keep a safety snapshot in.
     f.cmd_in(f.root())
@@ -177,6 +191,22 @@ fn remotes_that_are_empty_foreign_or_misnamed_get_clear_errors() {
         .one_line_error(13)
         .stderr_has("is the drive mounted");
     assert!(!unmounted.exists(), "the mount point stays empty");
+    // The remote is the mount point itself, which exists (empty) while the drive is away.
+    fs::write(
+        &cfg,
+        format!(
+            "vault = \"{}\"\n[[remote]]\nname = \"usb\"\nurl = \"{}\"\n",
+            f.vault().display(),
+            mount.display()
+        ),
+    )
+    .unwrap();
+    with_config(&f, &cfg)
+        .arg("push")
+        .run()
+        .one_line_error(13)
+        .stderr_has("is the drive mounted");
+    assert_eq!(fs::read_dir(&mount).unwrap().count(), 0, "nothing written");
     fs::write(&cfg, format!("vault = \"{}\"\n", f.vault().display())).unwrap();
     // Nothing pushed there yet.
     let empty = f.path("empty");

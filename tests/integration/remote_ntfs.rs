@@ -234,7 +234,13 @@ fn pushable(vault: &Path) -> BTreeMap<String, blake3::Hash> {
 /// (so no stray or temporary file either).
 fn assert_remote_mirrors(vault: &Path, remote: &Path) {
     let want = pushable(vault);
-    let have = files_below(remote);
+    let mut have = files_below(remote);
+    // The marker `vault remote add` leaves is not an object.
+    assert!(
+        have.remove(atlasvault::backend::local::REMOTE_MARKER)
+            .is_some(),
+        "the remote carries its marker"
+    );
     let names = |m: &BTreeMap<String, blake3::Hash>| m.keys().cloned().collect::<BTreeSet<_>>();
     assert_eq!(
         names(&have),
@@ -313,9 +319,17 @@ fn pack_hex(path: &Path) -> String {
     path.file_stem().unwrap().to_string_lossy().into_owned()
 }
 
-/// Files of a mirror's blob cache, with size and mtime: a refetched blob is rewritten.
+/// Files of the blob cache of the one mirror under `cache` (`--cache-dir`), with size and
+/// mtime: a refetched blob is rewritten.
 fn blob_cache(cache: &Path) -> BTreeMap<PathBuf, (u64, i64, i64)> {
-    let dir = cache.join("blobs");
+    let mirrors: Vec<PathBuf> = fs::read_dir(cache)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(mirrors.len() <= 1, "one remote, one mirror: {mirrors:?}");
+    let Some(mirror) = mirrors.first() else {
+        return BTreeMap::new();
+    };
+    let dir = mirror.join("blobs");
     list_all(&dir)
         .into_iter()
         .filter_map(|rel| {
