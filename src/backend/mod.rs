@@ -18,6 +18,7 @@ pub mod fault;
 pub mod guard;
 pub mod local;
 pub mod retry;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 /// The one mutable object of a vault.
@@ -257,6 +258,7 @@ pub fn open(spec: &RemoteSpec) -> crate::Result<DynBackend> {
 pub fn open_with(spec: &RemoteSpec, policy: retry::RetryPolicy) -> crate::Result<DynBackend> {
     let raw: DynBackend = match &spec.url {
         RemoteUrl::Path(p) => Arc::new(local::LocalBackend::open(p)?),
+        #[cfg(feature = "s3")]
         RemoteUrl::S3 { bucket, prefix } => Arc::new(s3::S3Backend::open(
             &s3::S3Options {
                 bucket: bucket.clone(),
@@ -267,6 +269,12 @@ pub fn open_with(spec: &RemoteSpec, policy: retry::RetryPolicy) -> crate::Result
             },
             &s3::Credentials::from_env(),
         )?),
+        #[cfg(not(feature = "s3"))]
+        RemoteUrl::S3 { .. } => {
+            return Err(crate::Error::Invalid(
+                "this vault was built without S3 support (cargo feature `s3`)".into(),
+            ))
+        }
     };
     let retried: DynBackend = Arc::new(retry::Retrying::new(raw, policy));
     Ok(if spec.append_only {

@@ -5,7 +5,6 @@
 use serde_json::json;
 
 use super::{exit, say, AgentArgs, Ctx};
-use crate::agent::{self, AgentOptions, SHUTDOWN_GRACE};
 use crate::cycle::{self, CycleContext, CYCLE_LOCK_WAIT};
 use crate::error::{Error, Result};
 use crate::vaultfile::VaultFile;
@@ -23,7 +22,10 @@ fn config(ctx: &Ctx, command: &str) -> Result<VaultFile> {
 }
 
 /// `vault agent [--log-json]`.
+#[cfg(feature = "agent")]
 pub(super) fn agent(ctx: &mut Ctx, a: &AgentArgs) -> Result<i32> {
+    use crate::agent::{self, AgentOptions, SHUTDOWN_GRACE};
+
     let file = config(ctx, "agent")?;
     agent::init_logging(a.log_json);
     agent::run(AgentOptions {
@@ -32,6 +34,16 @@ pub(super) fn agent(ctx: &mut Ctx, a: &AgentArgs) -> Result<i32> {
         log_json: a.log_json,
         shutdown_grace: SHUTDOWN_GRACE,
     })
+}
+
+/// `vault agent` in a build without the `agent` feature.
+#[cfg(not(feature = "agent"))]
+pub(super) fn agent(_: &mut Ctx, _: &AgentArgs) -> Result<i32> {
+    Err(Error::Usage(
+        "this vault was built without the agent (cargo feature `agent`); use `vault cycle` from \
+         a timer"
+            .into(),
+    ))
 }
 
 /// `vault cycle`: one cycle, for a systemd timer or cron. Exits 0 when every step succeeded, 5

@@ -46,7 +46,7 @@ pub(super) fn status(ctx: &mut Ctx, a: &StatusArgs) -> Result<i32> {
         .unwrap_or_default();
     let limit = agent.rpo + agent.grace;
     let breached = lkg_age.is_none_or(|age| age > limit);
-    let state = crate::agent::state::Persisted::load(vault.root());
+    let state = crate::agent::persisted::Persisted::load(vault.root());
     let local: Vec<String> = snaps
         .iter()
         .map(|(id, _)| format!("snapshots/{id}.json"))
