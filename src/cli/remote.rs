@@ -180,7 +180,8 @@ pub(super) fn remote_lag(
     local: &[String],
     lkg: Option<crate::id::SnapshotId>,
 ) -> Result<(usize, bool)> {
-    let b = backend::open(spec)?;
+    // A status query: one retry at most, so an unreachable remote answers in seconds.
+    let b = backend::open_with(spec, crate::backend::retry::RetryPolicy::fast(2))?;
     let there: std::collections::HashSet<String> =
         b.list("snapshots/")?.into_iter().map(|o| o.name).collect();
     let lacking = local.iter().filter(|n| !there.contains(*n)).count();
