@@ -112,7 +112,7 @@ fn parse_footer(
     let overhead = if sealed { SEAL_OVERHEAD } else { 0 };
     if trailer_len > MAX_TRAILER_BYTES
         || (trailer_len as usize) < overhead
-        || (trailer_len as usize - overhead) % ENTRY_BYTES != 0
+        || !(trailer_len as usize - overhead).is_multiple_of(ENTRY_BYTES)
         || u64::from(trailer_len) > pack_len - HEADER_BYTES - FOOTER_BYTES
     {
         return Err(format!("trailer length {trailer_len} is impossible"));
