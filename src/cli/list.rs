@@ -16,11 +16,19 @@ use crate::manifest::Manifest;
 use crate::util::human_bytes;
 use crate::vaultfile::{Keep, Retention};
 
+/// How long `vault status` waits for a writer (a cycle's snapshot) by default.
+const STATUS_LOCK_WAIT: Duration = Duration::from_secs(120);
+
 /// What a remote lacks (snapshots missing, whether it holds the LKG), or why it is unreachable.
 type RemoteLag = std::result::Result<(usize, bool), String>;
 
 /// `vault status [--coverage WINDOW] [--offline]`.
 pub(super) fn status(ctx: &mut Ctx, a: &StatusArgs) -> Result<i32> {
+    // Monitoring runs this while the agent may be mid-snapshot (holding the writer's lock):
+    // wait for it rather than fail, unless --wait says otherwise.
+    if ctx.wait.is_none() {
+        ctx.wait = Some(STATUS_LOCK_WAIT);
+    }
     let vault = ctx.open(LockMode::Shared)?;
     let (snaps, bad) = vault.snapshots()?;
     let lkg = lkg::read(&vault)?;

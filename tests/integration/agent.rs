@@ -160,7 +160,17 @@ fn agent_snapshots_on_its_interval_serves_health_and_metrics_and_stops_cleanly()
     assert!(h["lkg"].as_str().is_some_and(|s| s.len() == 64), "{h}");
     // Cycles keep coming: several snapshots within a few intervals.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while f.snapshot_ids().len() < 3 {
+    // Listing while the agent snapshots: wait for its lock like any reader would.
+    let count = || {
+        f.cmd()
+            .args(["--wait", "30s", "--json", "snapshots"])
+            .run()
+            .success()
+            .json()
+            .as_array()
+            .map_or(0, |a| a.len())
+    };
+    while count() < 3 {
         assert!(
             Instant::now() < deadline,
             "the agent did not keep snapshotting"
