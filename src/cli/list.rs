@@ -351,19 +351,7 @@ fn forget_policy(ctx: &Ctx, a: &ForgetArgs) -> Result<Retention> {
         keep_monthly: monthly?,
         keep_yearly: yearly?,
     };
-    let keeps_any = !policy.keep_within.is_zero()
-        || [
-            policy.keep_last,
-            policy.keep_quarter_hourly,
-            policy.keep_hourly,
-            policy.keep_daily,
-            policy.keep_weekly,
-            policy.keep_monthly,
-            policy.keep_yearly,
-        ]
-        .into_iter()
-        .any(Keep::keeps_any);
-    if !keeps_any {
+    if !policy.keeps_any() {
         return Err(Error::Usage(
             "this policy keeps nothing (only the last-known-good would survive); give a \
              --keep-* count above 0"

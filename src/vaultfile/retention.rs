@@ -74,6 +74,24 @@ pub struct Retention {
     pub keep_yearly: Keep,
 }
 
+impl Retention {
+    /// Whether any rule keeps anything (a policy that keeps nothing is refused).
+    pub fn keeps_any(&self) -> bool {
+        !self.keep_within.is_zero()
+            || [
+                self.keep_last,
+                self.keep_quarter_hourly,
+                self.keep_hourly,
+                self.keep_daily,
+                self.keep_weekly,
+                self.keep_monthly,
+                self.keep_yearly,
+            ]
+            .into_iter()
+            .any(Keep::keeps_any)
+    }
+}
+
 impl Default for Retention {
     /// 15-minute snapshots for 24 h, hourly for 7 days, daily 7, weekly 4, monthly forever.
     fn default() -> Self {
@@ -139,19 +157,7 @@ impl WireRetention {
             keep_monthly: keep(&self.keep_monthly, "keep_monthly")?,
             keep_yearly: keep(&self.keep_yearly, "keep_yearly")?,
         };
-        let keeps_any = !policy.keep_within.is_zero()
-            || [
-                policy.keep_last,
-                policy.keep_quarter_hourly,
-                policy.keep_hourly,
-                policy.keep_daily,
-                policy.keep_weekly,
-                policy.keep_monthly,
-                policy.keep_yearly,
-            ]
-            .into_iter()
-            .any(Keep::keeps_any);
-        if !keeps_any {
+        if !policy.keeps_any() {
             return Err(ctx.invalid_at(
                 table,
                 "[retention] keeps no snapshot: keys it leaves out keep nothing, so set at least \
