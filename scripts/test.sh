@@ -3,6 +3,8 @@
 # real S3 server and a real NTFS file system among them), doc tests, and a short fuzzing run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The build needs a few GB; say what there is, so a linker killed by a full disk is recognisable.
+df -h . | awk 'NR==2 { print "test.sh: " $4 " free on " $6 }' >&2
 # The PostgreSQL tests start a real server (Debian's postgresql: initdb + pg_ctl on loopback).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     echo "test.sh: installing Debian's postgresql for the PostgreSQL tests" >&2
