@@ -235,7 +235,7 @@ pub fn run(ctx: &CycleContext<'_>) -> CycleReport {
     }
     push_all(ctx, &mut report);
     if ctx.file.retention_set {
-        report.retention = match open(ctx, LockMode::Exclusive)
+        report.retention = match open(ctx, LockMode::Append)
             .and_then(|v| crate::retention::forget(&v, &ctx.file.retention, false))
         {
             Ok(r) => format!("forgot {} of {} snapshots", r.forgotten, r.snapshots),
@@ -250,10 +250,10 @@ pub fn run(ctx: &CycleContext<'_>) -> CycleReport {
     report
 }
 
-/// Snapshot → gates → promote, under the exclusive lock.
+/// Snapshot → gates → promote, under the writer lock (readers may run beside it).
 fn snapshot_and_promote(ctx: &CycleContext<'_>, report: &mut CycleReport) -> Result<()> {
     let sources = config_sources(ctx.file, &[])?;
-    let mut vault = open(ctx, LockMode::Exclusive)?;
+    let mut vault = open(ctx, LockMode::Append)?;
     let opts = SnapshotOptions {
         template_only: sources.template_only,
         sources: sources.trees,

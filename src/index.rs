@@ -15,22 +15,26 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::pack::PackEntry;
 
+/// Bumped when the tables change; an index of another version is dropped and rebuilt from the
+/// pack trailers (it is a cache). Version 2 lets a blob sit in several packs (a prune's repacked
+/// copy beside the original until the original is deleted).
+const SCHEMA_VERSION: i64 = 2;
+
 const SCHEMA: &str = "
-PRAGMA journal_mode=WAL;
-PRAGMA synchronous=NORMAL;
 CREATE TABLE IF NOT EXISTS packs(
     seq  INTEGER PRIMARY KEY,
     id   BLOB NOT NULL UNIQUE,
     size INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS blobs(
-    id          BLOB PRIMARY KEY,
+    id          BLOB NOT NULL,
     pack        INTEGER NOT NULL,
     kind        INTEGER NOT NULL,
     compression INTEGER NOT NULL,
     offset      INTEGER NOT NULL,
     stored_len  INTEGER NOT NULL,
-    raw_len     INTEGER NOT NULL
+    raw_len     INTEGER NOT NULL,
+    PRIMARY KEY (id, pack)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs(pack);
 ";
@@ -46,6 +50,8 @@ pub struct Location {
 pub struct Index {
     conn: Connection,
     path: PathBuf,
+    /// Opening created the tables (a new file, or one of an older layout).
+    fresh: bool,
 }
 
 impl Index {
@@ -58,11 +64,31 @@ impl Index {
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+            .map_err(err)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        let fresh = version != SCHEMA_VERSION;
+        if fresh {
+            // An older layout (or a new file): start empty; the opener's reconcile refills it
+            // from the trailers. One transaction, so a concurrent reader sees old or new.
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; {SCHEMA} \
+                 PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(err)?;
+        }
         Ok(Index {
             conn,
             path: path.into(),
+            fresh,
         })
+    }
+
+    /// True when opening created the tables: the index is empty and needs a reconcile.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
     }
 
     fn err(&self, source: rusqlite::Error) -> Error {
@@ -113,7 +139,8 @@ impl Index {
         tx.commit().map_err(err)
     }
 
-    /// Forgets a pack and its blobs (used when the pack file is gone).
+    /// Forgets a pack and its blobs (used when the pack file is gone). Copies of its blobs in
+    /// other packs stay indexed.
     pub fn remove_pack(&mut self, id: &PackId) -> Result<()> {
         let path = self.path.clone();
         let err = |source| Error::Index {
@@ -188,8 +215,23 @@ impl Index {
         Ok(out)
     }
 
-    /// The location of every indexed blob, for restore and verify.
+    /// Calls `f` with every (pack, blob entry) row, copies of one blob in several packs included
+    /// (prune's accounting).
+    pub fn for_each_row(&self, f: impl FnMut(PackId, PackEntry)) -> Result<()> {
+        self.query_locations(f)
+    }
+
+    /// The location of every indexed blob, for restore and verify. A blob in several packs gets
+    /// one of them.
     pub fn locations(&self) -> Result<HashMap<BlobId, Location>> {
+        let mut out = HashMap::new();
+        self.query_locations(|pack, entry| {
+            out.insert(entry.id, Location { pack, entry });
+        })?;
+        Ok(out)
+    }
+
+    fn query_locations(&self, mut f: impl FnMut(PackId, PackEntry)) -> Result<()> {
         let mut stmt = self
             .conn
             .prepare(
@@ -210,7 +252,6 @@ impl Index {
                 ))
             })
             .map_err(|e| self.err(e))?;
-        let mut out = HashMap::new();
         for row in rows {
             let (id, pack, kind, comp, offset, stored_len, raw_len) =
                 row.map_err(|e| self.err(e))?;
@@ -225,9 +266,9 @@ impl Index {
                 raw_len,
             };
             let pack = PackId::from_slice(&pack).ok_or_else(bad)?;
-            out.insert(id, Location { pack, entry });
+            f(pack, entry);
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -239,6 +280,7 @@ mod tests {
     fn add_list_remove() {
         let dir = tempfile::tempdir().unwrap();
         let mut idx = Index::open(&dir.path().join("index.sqlite")).unwrap();
+        assert!(idx.is_fresh());
         let e = PackEntry {
             id: BlobId::of(b"a"),
             kind: BlobKind::Data,
@@ -256,7 +298,26 @@ mod tests {
             idx.locations().unwrap()[&e.id],
             Location { pack: p, entry: e }
         );
+        // A copy of the blob in a second pack outlives the first pack.
+        let q = PackId([8; 32]);
+        idx.add_pack(&q, 50, &[e]).unwrap();
+        let mut rows = 0;
+        idx.for_each_row(|_, _| rows += 1).unwrap();
+        assert_eq!(rows, 2);
         idx.remove_pack(&p).unwrap();
+        assert_eq!(idx.locations().unwrap()[&e.id].pack, q);
+        idx.remove_pack(&q).unwrap();
         assert!(idx.blob_ids().unwrap().is_empty());
+        // Reopening keeps the rows; an index of an older layout starts over.
+        idx.add_pack(&p, 100, &[e]).unwrap();
+        drop(idx);
+        let idx = Index::open(&dir.path().join("index.sqlite")).unwrap();
+        assert!(!idx.is_fresh());
+        assert_eq!(idx.packs().unwrap().len(), 1);
+        idx.conn.execute_batch("PRAGMA user_version = 1").unwrap();
+        drop(idx);
+        let idx = Index::open(&dir.path().join("index.sqlite")).unwrap();
+        assert!(idx.is_fresh());
+        assert!(idx.packs().unwrap().is_empty());
     }
 }

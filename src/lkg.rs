@@ -104,7 +104,7 @@ pub struct Promotion {
     pub previous: Option<SnapshotId>,
 }
 
-/// Re-runs the gates on `id` and moves the LKG to it only if all pass. Needs the exclusive lock.
+/// Re-runs the gates on `id` and moves the LKG to it only if all pass. Needs a writer lock.
 pub fn promote(vault: &Vault, id: &SnapshotId) -> Result<Promotion> {
     if vault.manifest(id).is_ok_and(|m| m.safety) {
         return Err(Error::Invalid(format!(

@@ -1,9 +1,13 @@
-//! The vault lock: one writer, or any number of readers.
+//! The vault lock: one writer at a time, readers beside an appending writer, and an exclusive
+//! mode for the few operations that take objects away from readers.
 //!
-//! The lock is an `flock` on `<vault>/lock` (crate `fs2`). The kernel drops it when its holder
-//! exits, however it exits, so a lock whose holder is dead never blocks the next run: a `kill -9`
-//! leaves nothing to clean up. The exclusive holder writes its pid, host and start time into the
-//! file so that a loser can say who holds it.
+//! Two `flock`s (crate `fs2`): `<vault>/writer.lock`, held by every writer, and `<vault>/lock`,
+//! shared by readers and appending writers and held exclusively by the rest. So a 15-minute
+//! snapshot runs while a restore or a verify reads, and prune's long mark phase (a reader) runs
+//! while the agent snapshots; only prune's short delete phase, `reindex` and key changes wait for
+//! every reader. The kernel drops a lock when its holder exits, however it exits, so a lock whose
+//! holder is dead never blocks the next run: a `kill -9` leaves nothing to clean up. A writer puts
+//! its pid, host and start time into `writer.lock` so that a loser can say who holds it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -16,13 +20,26 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, IoContext, Result};
 
 const LOCK_FILE: &str = "lock";
+const WRITER_LOCK_FILE: &str = "writer.lock";
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Shared for readers, exclusive for writers.
+/// How a process uses the vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
+    /// Reads: any number at once, beside one `Append` writer.
     Shared,
+    /// Adds objects and removes none that a reader may be using (snapshot, promote, forget):
+    /// one writer at a time, readers welcome.
+    Append,
+    /// Takes objects away (prune's delete phase, reindex, key changes): alone.
     Exclusive,
+}
+
+impl LockMode {
+    /// True for the modes that write (and so tidy up after crashed writers).
+    pub fn writes(self) -> bool {
+        self != LockMode::Shared
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -35,48 +52,93 @@ struct Holder {
 /// A held lock; released on drop.
 #[derive(Debug)]
 pub struct VaultLock {
+    /// `writer.lock`, held by writers.
+    _writer: Option<Held>,
+    /// `lock`.
+    _readers: Held,
+}
+
+#[derive(Debug)]
+struct Held {
     file: File,
     path: PathBuf,
 }
 
-impl VaultLock {
-    /// Takes the lock, polling until `wait` runs out (no wait: fail at once).
-    pub fn acquire(vault: &Path, mode: LockMode, wait: Option<Duration>) -> Result<VaultLock> {
-        let path = vault.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .at(&path)?;
-        let deadline = wait.map(|w| Instant::now() + w);
-        loop {
-            let got = match mode {
-                LockMode::Shared => FileExt::try_lock_shared(&file),
-                LockMode::Exclusive => FileExt::try_lock_exclusive(&file),
-            };
-            match got {
-                Ok(()) => break,
-                Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => {
-                    if deadline.is_some_and(|d| Instant::now() < d) {
-                        std::thread::sleep(POLL_INTERVAL);
-                        continue;
-                    }
-                    return Err(Error::Locked {
-                        holder: describe_holder(&path),
-                    });
-                }
-                Err(e) => return Err(Error::io(&path, e)),
-            }
-        }
-        let mut lock = VaultLock { file, path };
-        if mode == LockMode::Exclusive {
-            lock.write_holder()?;
-        }
-        Ok(lock)
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = FileExt::unlock(&self.file);
     }
+}
 
+impl VaultLock {
+    /// Takes the lock, polling until `wait` runs out (no wait: fail at once). Writers take
+    /// `writer.lock` first, so two writers never deadlock on the second file.
+    pub fn acquire(vault: &Path, mode: LockMode, wait: Option<Duration>) -> Result<VaultLock> {
+        let deadline = wait.map(|w| Instant::now() + w);
+        let holder_path = vault.join(WRITER_LOCK_FILE);
+        let writer = if mode.writes() {
+            let mut held = take(&holder_path, true, deadline, &holder_path)?;
+            held.write_holder()?;
+            Some(held)
+        } else {
+            None
+        };
+        let readers = take(
+            &vault.join(LOCK_FILE),
+            mode == LockMode::Exclusive,
+            deadline,
+            &holder_path,
+        )?;
+        Ok(VaultLock {
+            _writer: writer,
+            _readers: readers,
+        })
+    }
+}
+
+/// Locks `path` (exclusively or shared) by the deadline; a loser names the writer in
+/// `holder_path`.
+fn take(
+    path: &Path,
+    exclusive: bool,
+    deadline: Option<Instant>,
+    holder_path: &Path,
+) -> Result<Held> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .at(path)?;
+    loop {
+        let got = if exclusive {
+            FileExt::try_lock_exclusive(&file)
+        } else {
+            FileExt::try_lock_shared(&file)
+        };
+        match got {
+            Ok(()) => {
+                return Ok(Held {
+                    file,
+                    path: path.into(),
+                })
+            }
+            Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => {
+                if deadline.is_some_and(|d| Instant::now() < d) {
+                    std::thread::sleep(POLL_INTERVAL);
+                    continue;
+                }
+                return Err(Error::Locked {
+                    holder: describe_holder(holder_path),
+                });
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+}
+
+impl Held {
     fn write_holder(&mut self) -> Result<()> {
         let h = Holder {
             pid: std::process::id(),
@@ -90,12 +152,6 @@ impl VaultLock {
     }
 }
 
-impl Drop for VaultLock {
-    fn drop(&mut self) {
-        let _ = FileExt::unlock(&self.file);
-    }
-}
-
 fn describe_holder(path: &Path) -> String {
     let mut s = String::new();
     let parsed = File::open(path)
@@ -104,7 +160,7 @@ fn describe_holder(path: &Path) -> String {
         .and_then(|_| serde_json::from_str::<Holder>(&s).ok());
     match parsed {
         Some(h) if pid_alive(h.pid) => format!("pid {} on {} since {}", h.pid, h.host, h.since),
-        _ => "another process (a reader or a writer that is starting)".into(),
+        _ => "another process (a reader, or a writer that is starting)".into(),
     }
 }
 
@@ -138,5 +194,22 @@ mod tests {
         )
         .is_err());
         drop(r1);
+    }
+
+    #[test]
+    fn readers_run_beside_an_appending_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = VaultLock::acquire(dir.path(), LockMode::Append, None).unwrap();
+        let _r = VaultLock::acquire(dir.path(), LockMode::Shared, None).unwrap();
+        // One writer at a time, and the loser is told who writes.
+        let err = VaultLock::acquire(dir.path(), LockMode::Append, None).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains(&format!("pid {}", std::process::id())));
+        assert!(VaultLock::acquire(dir.path(), LockMode::Exclusive, None).is_err());
+        drop(a);
+        // A reader still holds `lock`: an exclusive locker waits for it, an appender does not.
+        assert!(VaultLock::acquire(dir.path(), LockMode::Exclusive, None).is_err());
+        let _a2 = VaultLock::acquire(dir.path(), LockMode::Append, None).unwrap();
     }
 }

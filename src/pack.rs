@@ -250,10 +250,16 @@ pub struct PackWriter {
 impl PackWriter {
     /// Starts a pack in `packs_dir` (the temporary file lives there too, so the rename is atomic).
     pub fn new(packs_dir: &Path, crypto: &Crypto) -> Result<Self> {
+        Self::with_temp_dir(packs_dir, packs_dir, crypto)
+    }
+
+    /// Starts a pack for `packs_dir` whose temporary file lives in `temp_dir` (same file system):
+    /// prune's, which a writer's sweep of `packs/` must not remove under it.
+    pub fn with_temp_dir(packs_dir: &Path, temp_dir: &Path, crypto: &Crypto) -> Result<Self> {
         let tmp = tempfile::Builder::new()
             .prefix(fsutil::TEMP_PREFIX)
-            .tempfile_in(packs_dir)
-            .at(packs_dir)?;
+            .tempfile_in(temp_dir)
+            .at(temp_dir)?;
         let mut w = PackWriter {
             packs_dir: packs_dir.to_path_buf(),
             crypto: crypto.clone(),

@@ -238,7 +238,7 @@ fn series_of(m: &crate::manifest::Manifest) -> String {
 
 /// Applies `policy` to the vault's snapshots and removes the manifests it does not keep (all of
 /// them judged first, then removed one by one: each removal is atomic, and a crash leaves a vault
-/// with fewer snapshots, never a broken one). Needs the exclusive lock.
+/// with fewer snapshots, never a broken one). Needs a writer lock (`LockMode::Append` or stronger).
 pub fn forget(vault: &Vault, policy: &Retention, dry_run: bool) -> Result<ForgetReport> {
     let (snaps, _) = vault.snapshots()?;
     let lkg = crate::lkg::read(vault)?.map(|r| r.snapshot);

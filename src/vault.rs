@@ -54,7 +54,8 @@ pub struct Vault {
     /// Where the packs are: in `packs/`, or on a remote this directory mirrors.
     packs: PackSource,
     mode: LockMode,
-    _lock: VaultLock,
+    /// Held while the vault is open (`None` only inside [`Vault::relock`], or after it failed).
+    lock: Option<VaultLock>,
 }
 
 /// Where a vault's packs are read from.
@@ -200,8 +201,8 @@ impl Vault {
                 }
             }
         }
-        let index_missing = !root.join(INDEX_FILE).exists();
         let index = Index::open(&root.join(INDEX_FILE))?;
+        let index_missing = index.is_fresh();
         let mut v = Vault {
             root: root.into(),
             config,
@@ -213,9 +214,9 @@ impl Vault {
                 None => PackSource::Local(root.join("packs")),
             },
             mode,
-            _lock: lock,
+            lock: Some(lock),
         };
-        if mode == LockMode::Exclusive || index_missing {
+        if mode.writes() || index_missing {
             v.reconcile()?;
         }
         Ok(v)
@@ -223,6 +224,24 @@ impl Vault {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Trades the lock for one in `mode` (prune: shared while it marks, exclusive to delete).
+    /// The lock is released in between, so whatever was read under the old one must be checked
+    /// again; a writer then reconciles the index with `packs/`.
+    pub fn relock(&mut self, mode: LockMode, wait: Option<Duration>) -> Result<()> {
+        self.lock = None;
+        self.lock = Some(VaultLock::acquire(&self.root, mode, wait)?);
+        self.mode = mode;
+        if mode.writes() {
+            self.reconcile()?;
+        }
+        Ok(())
+    }
+
+    /// The mode of the lock held.
+    pub fn lock_mode(&self) -> LockMode {
+        self.mode
     }
     /// How this vault's objects are sealed and its ids keyed.
     pub fn crypto(&self) -> &Crypto {
@@ -273,7 +292,7 @@ impl Vault {
     /// forgets packs that are gone. Writers call this on open; readers only when the index is new.
     pub fn reconcile(&mut self) -> Result<Reconciled> {
         let mut r = Reconciled::default();
-        if self.mode == LockMode::Exclusive {
+        if self.mode.writes() {
             r.temp_removed = fsutil::sweep_temp_files(&self.packs_dir())?
                 + fsutil::sweep_temp_files(&self.snapshots_dir())?
                 + fsutil::sweep_temp_files(&self.root)?;
@@ -377,13 +396,24 @@ impl Vault {
             .map_err(|r| Error::corrupt(format!("manifest {}", path.display()), r))
     }
 
+    /// Loads one manifest like [`Vault::manifest`], but `None` when it is gone: a `forget` (an
+    /// appending writer) may remove a listed manifest while a reader walks the list.
+    pub fn manifest_if_present(&self, id: &SnapshotId) -> Result<Option<Manifest>> {
+        match self.manifest(id) {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::Missing { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every valid snapshot, oldest first, and the errors of those that did not load.
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<Error>)> {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         for id in self.snapshot_ids()? {
-            match self.manifest(&id) {
-                Ok(m) => ok.push((id, m)),
+            match self.manifest_if_present(&id) {
+                Ok(Some(m)) => ok.push((id, m)),
+                Ok(None) => {}
                 Err(e) => bad.push(e),
             }
         }

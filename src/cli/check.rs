@@ -220,7 +220,7 @@ pub(super) fn gate(ctx: &mut Ctx, snapshot: &str, deep: bool) -> Result<i32> {
 
 /// `vault promote SNAPSHOT`.
 pub(super) fn promote(ctx: &mut Ctx, snapshot: &str) -> Result<i32> {
-    let vault = ctx.open(LockMode::Exclusive)?;
+    let vault = ctx.open(LockMode::Append)?;
     let id = gate_target(&vault, snapshot)?;
     let p = lkg::promote(&vault, &id)?;
     let out = &mut ctx.out;

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use super::{exit, say, Ctx, ForgetArgs, StatusArgs, UNENCRYPTED_WARNING};
+use super::{exit, say, Ctx, ForgetArgs, PruneArgs, StatusArgs, UNENCRYPTED_WARNING};
 use crate::backend::RemoteSpec;
 use crate::error::Error;
 use crate::error::Result;
@@ -13,6 +13,7 @@ use crate::gates;
 use crate::lkg;
 use crate::lock::LockMode;
 use crate::manifest::Manifest;
+use crate::progress::Progress;
 use crate::util::human_bytes;
 use crate::vaultfile::{Keep, Retention};
 
@@ -367,7 +368,7 @@ pub(super) fn forget(ctx: &mut Ctx, a: &ForgetArgs) -> Result<i32> {
     let mode = if a.dry_run {
         LockMode::Shared
     } else {
-        LockMode::Exclusive
+        LockMode::Append
     };
     let vault = ctx.open(mode)?;
     let r = crate::retention::forget(&vault, &policy, a.dry_run)?;
@@ -396,6 +397,82 @@ pub(super) fn forget(ctx: &mut Ctx, a: &ForgetArgs) -> Result<i32> {
         if a.dry_run { "would forget" } else { "forgot" },
         r.forgotten,
         r.snapshots
+    );
+    Ok(exit::OK)
+}
+
+/// `vault prune [--repack-threshold PCT] [--dry-run] [--remote NAME]`.
+pub(super) fn prune(ctx: &mut Ctx, a: &PruneArgs) -> Result<i32> {
+    let opts = crate::prune::PruneOptions {
+        repack_threshold: a.repack_threshold,
+        dry_run: a.dry_run,
+        delete_wait: ctx.wait.unwrap_or(crate::prune::DEFAULT_DELETE_WAIT),
+    };
+    let progress = Progress::hidden();
+    let r = match &a.remote {
+        Some(name) => {
+            let mut spec = ctx.remote_spec(name)?;
+            if spec.append_only {
+                if !a.admin {
+                    return Err(Error::Usage(format!(
+                        "remote {name:?} is append-only: AtlasVault never deletes from it. To \
+                         prune it, run with credentials the storage lets delete and pass --admin"
+                    )));
+                }
+                spec.append_only = false;
+            }
+            let backend = crate::backend::open(&spec)?;
+            let cache = ctx
+                .cache_dir
+                .clone()
+                .unwrap_or_else(crate::remote::default_cache_base);
+            let mut vault = ctx.open(LockMode::Shared)?;
+            crate::prune::prune_remote(&mut vault, backend, &cache, &ctx.secrets, &opts, &progress)?
+        }
+        None => {
+            let mut vault = ctx.open(LockMode::Shared)?;
+            crate::prune::prune(&mut vault, &opts, &progress)?
+        }
+    };
+    let out = &mut ctx.out;
+    if ctx.json {
+        out.json(json!(r))?;
+        return Ok(exit::OK);
+    }
+    let verb = if r.dry_run { "would " } else { "" };
+    say!(
+        out,
+        "{} snapshots reference {} blobs in {} packs ({})",
+        r.snapshots,
+        r.blobs_referenced,
+        r.packs_before,
+        human_bytes(r.bytes_before)
+    );
+    say!(
+        out,
+        "{verb}delete {} unused packs and repack {} mostly unused ones",
+        r.packs_unused,
+        r.packs_repacked
+    );
+    if !r.dry_run {
+        say!(
+            out,
+            "deleted {} packs ({}), wrote {} ({}); {} snapshots written meanwhile re-checked, {} packs spared",
+            r.packs_deleted,
+            human_bytes(r.bytes_deleted),
+            r.packs_written,
+            human_bytes(r.bytes_written),
+            r.snapshots_rechecked,
+            r.packs_spared
+        );
+    }
+    say!(
+        out,
+        "{}reclaim {}; {} unused left in packs under the {}% threshold",
+        if r.dry_run { "would " } else { "" },
+        human_bytes(r.bytes_reclaimed),
+        human_bytes(r.bytes_unused_left),
+        a.repack_threshold
     );
     Ok(exit::OK)
 }

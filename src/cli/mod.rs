@@ -233,6 +233,9 @@ pub enum Command {
     /// Forget snapshots a retention policy does not keep (flags, else the config's
     /// [retention], else the default policy); never the last-known-good or what is newer.
     Forget(ForgetArgs),
+    /// Delete the packs no snapshot uses and repack those mostly unused; runs beside the agent
+    /// (it locks the vault exclusively only for its short delete phase).
+    Prune(PruneArgs),
     /// Rehearse a disaster recovery: restore the last-known-good into a scratch directory,
     /// check every file against the snapshot, re-run the gates, and report RTO and RPO.
     Drill(DrillArgs),
@@ -302,6 +305,23 @@ pub struct ForgetArgs {
     /// List what would be forgotten and why each survivor is kept; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Repack a pack once this percentage of its bytes is unused (100: only delete packs that
+    /// are wholly unused).
+    #[arg(long, value_name = "PERCENT", default_value_t = crate::prune::DEFAULT_REPACK_THRESHOLD)]
+    pub repack_threshold: f64,
+    /// Report what would be deleted and repacked; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Prune this remote of the config file instead of the local vault.
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+    /// Allow pruning an append-only remote (run it with credentials the storage lets delete).
+    #[arg(long, requires = "remote")]
+    pub admin: bool,
 }
 
 #[derive(Debug, Args)]
@@ -613,6 +633,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Config(c) => config::run(ctx, c, found.as_deref()),
         Command::Push(a) => remote::push(ctx, &a),
         Command::Forget(a) => list::forget(ctx, &a),
+        Command::Prune(a) => list::prune(ctx, &a),
         Command::Drill(a) => check::drill(ctx, &a),
         Command::Drills => check::drills(ctx),
         Command::Agent(a) => agent::agent(ctx, &a),

@@ -259,7 +259,7 @@ pub(super) fn run(ctx: &mut Ctx, a: RestoreArgs) -> Result<i32> {
         )));
     }
     let mode = if needs_safety {
-        LockMode::Exclusive
+        LockMode::Append
     } else {
         LockMode::Shared
     };

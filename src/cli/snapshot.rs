@@ -28,7 +28,7 @@ pub(super) fn run(ctx: &mut Ctx, a: SnapshotArgs) -> Result<i32> {
         _ if a.paths.is_empty() => config_sources(ctx, &a.source, &mut template_only)?,
         _ => (Vec::new(), Vec::new()),
     };
-    let mut vault = ctx.open(LockMode::Exclusive)?;
+    let mut vault = ctx.open(LockMode::Append)?;
     let opts = SnapshotOptions {
         paths: a.paths,
         excludes: a.exclude,

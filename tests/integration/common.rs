@@ -243,6 +243,16 @@ impl VaultCmd {
     }
 
     /// Starts the command with stdout and stderr discarded (for kill and lock tests).
+    /// Starts the binary in the background with stdout captured (for `wait_with_output`).
+    pub fn spawn_capturing(mut self) -> Child {
+        let shown = self.shown();
+        self.cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"))
+    }
+
     pub fn spawn(mut self) -> Child {
         let shown = self.shown();
         self.cmd

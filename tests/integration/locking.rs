@@ -1,5 +1,5 @@
-//! The vault lock: a writer excludes everyone, readers share, `--wait` waits, the loser is told
-//! who holds the lock.
+//! The vault lock: one writer at a time, readers beside a snapshot, an exclusive holder (reindex,
+//! prune's delete phase) excludes everyone, `--wait` waits, the loser is told who holds the lock.
 
 use std::fs;
 use std::os::unix::io::AsRawFd;
@@ -45,21 +45,34 @@ fn snapshot_while_a_writer_holds_the_lock_exits_11_naming_it() {
 }
 
 #[test]
-fn readers_share_the_lock_but_exclude_a_writer() {
+fn readers_run_beside_a_snapshot_but_not_beside_an_exclusive_holder() {
     let f = Fixture::with_vault();
     let data = small_data(&f);
     f.snapshot(&data);
+    // A reader does not hold off a snapshot, only what takes objects away (reindex).
     let reader = f.open_vault(LockMode::Shared);
+    f.cmd().arg("snapshots").run().success();
+    f.cmd().arg("verify").run().success();
+    f.cmd().arg("snapshot").arg(&data).run().success();
+    f.cmd()
+        .arg("reindex")
+        .run()
+        .one_line_error(11)
+        .stderr_has("locked by");
+    drop(reader);
+    // A writer in flight: readers go on, a second writer is told who writes.
+    let writer = f.open_vault(LockMode::Append);
     f.cmd().arg("snapshots").run().success();
     f.cmd().arg("verify").run().success();
     f.cmd()
         .arg("snapshot")
         .arg(&data)
         .run()
-        .code(11)
-        .stderr_has("locked by");
-    drop(reader);
-    f.cmd().arg("snapshot").arg(&data).run().success();
+        .one_line_error(11)
+        .stderr_has(&format!("pid {}", std::process::id()));
+    drop(writer);
+    f.cmd().arg("reindex").run().success();
+    assert_eq!(f.snapshot_ids().len(), 2);
 }
 
 #[test]
@@ -148,7 +161,7 @@ fn lock_held_by_a_running_snapshot_process() {
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let holder = fs::read_to_string(f.vault().join("lock")).unwrap_or_default();
+        let holder = fs::read_to_string(f.vault().join("writer.lock")).unwrap_or_default();
         if holder.contains(&format!("\"pid\":{pid}")) {
             break;
         }
@@ -166,6 +179,8 @@ fn lock_held_by_a_running_snapshot_process() {
         .one_line_error(11)
         .stderr_has("locked by")
         .stderr_has(&format!("pid {pid}"));
+    // Readers are not held off by the running snapshot.
+    f.cmd().arg("snapshots").run().success();
 
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();

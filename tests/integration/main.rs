@@ -19,6 +19,7 @@ mod forget;
 mod gates;
 mod locking;
 mod postgres;
+mod prune;
 mod reindex;
 mod remote_local;
 mod remote_ntfs;

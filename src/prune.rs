@@ -1,0 +1,603 @@
+//! `vault prune`: gives back the space of blobs no snapshot references.
+//!
+//! Two phases, so that the agent's 15-minute cycle is never blocked for the length of a prune:
+//!
+//! 1. **Mark and repack, beside the writer** (shared lock, which an appending writer such as a
+//!    snapshot does not exclude; `prune.lock` keeps prunes apart). Every manifest's trees are
+//!    walked into the set of referenced blobs. Each referenced blob is charged to one of its
+//!    copies; a pack none of whose blobs is charged is garbage, and a pack whose unused share
+//!    reaches the threshold is repacked: its used blobs are checked (decrypted, decompressed,
+//!    hashed) and copied as stored into new packs, which are durable and indexed before anything
+//!    is deleted. Nothing is removed in this phase, so a crash in it leaves at worst a duplicate.
+//! 2. **Delete, alone** (exclusive lock, typically for seconds). Manifests written during phase
+//!    1 are walked (only their new trees), and a pack is deleted only when every referenced blob
+//!    in it, old snapshots' or new ones', has a copy in a pack that stays. Then its index rows
+//!    go, then its file.
+//!
+//! Rustic and duplicacy instead mark packs in one run and delete them in a later one, after a
+//! grace period, because an object store has no lock that a concurrent backup would honour. A
+//! local vault has one: snapshots that started before the delete phase have finished (and their
+//! manifests are re-checked) and later ones cannot dedup against a pack that is gone from the
+//! index, so no grace period is needed here. Remotes are pruned through [`prune_remote`].
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::audit::AuditRecord;
+use crate::backend::DynBackend;
+use crate::blob;
+use crate::crashpoint;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::id::{BlobId, PackId, SnapshotId};
+use crate::keys::SecretSource;
+use crate::lock::LockMode;
+use crate::pack::{self, PackEntry, PackWriter};
+use crate::progress::Progress;
+use crate::remote::pack_name;
+use crate::tree::Node;
+use crate::vault::{BlobReader, Vault};
+
+/// Default share of unused bytes at which a pack is repacked.
+pub const DEFAULT_REPACK_THRESHOLD: f64 = 50.0;
+/// How long the delete phase waits for the exclusive lock by default (readers and the writer in
+/// flight finish first).
+pub const DEFAULT_DELETE_WAIT: Duration = Duration::from_secs(30 * 60);
+
+const PRUNE_LOCK: &str = "prune.lock";
+const PRUNE_TMP: &str = "prune.tmp";
+
+/// How to prune.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Repack a pack once this percentage of its bytes is unused (0 < t <= 100; 100 only
+    /// removes packs that are wholly unused).
+    pub repack_threshold: f64,
+    /// Plan and report, change nothing.
+    pub dry_run: bool,
+    /// How long the delete phase waits for the exclusive lock.
+    pub delete_wait: Duration,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            repack_threshold: DEFAULT_REPACK_THRESHOLD,
+            dry_run: false,
+            delete_wait: DEFAULT_DELETE_WAIT,
+        }
+    }
+}
+
+/// What a prune did (or, dry, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: usize,
+    pub blobs_referenced: usize,
+    pub packs_before: usize,
+    pub bytes_before: u64,
+    /// Packs with no referenced blob.
+    pub packs_unused: usize,
+    /// Packs rewritten because most of their bytes were unused.
+    pub packs_repacked: usize,
+    /// New packs holding the repacked blobs.
+    pub packs_written: usize,
+    pub bytes_written: u64,
+    pub packs_deleted: usize,
+    pub bytes_deleted: u64,
+    /// Bytes given back: deleted minus written.
+    pub bytes_reclaimed: u64,
+    /// Packs spared at the last moment because a snapshot written during the prune uses them.
+    pub packs_spared: usize,
+    /// Snapshots written while the prune marked, checked before anything was deleted.
+    pub snapshots_rechecked: usize,
+    /// Referenced bytes left in packs that stay (not repacked: under the threshold).
+    pub bytes_unused_left: u64,
+    pub duration_ms: u64,
+}
+
+/// Where the packs being pruned live.
+#[derive(Clone, Copy)]
+enum Store<'a> {
+    /// The vault's own `packs/`.
+    Local,
+    /// A remote: new packs are staged locally and uploaded, old ones deleted there.
+    Remote(&'a DynBackend),
+}
+
+/// The plan made while marking.
+struct Plan {
+    seen: HashSet<SnapshotId>,
+    /// Trees and chunks referenced by the snapshots in `seen`.
+    referenced: HashSet<BlobId>,
+    /// Pack → (size, bytes of blobs charged to it).
+    packs: HashMap<PackId, (u64, u64)>,
+    unused: Vec<PackId>,
+    /// Packs to repack with the entries to copy out of each.
+    repack: Vec<(PackId, Vec<PackEntry>)>,
+}
+
+/// Prunes the local vault `vault`, opened with a shared lock (it is traded for the exclusive
+/// lock for the delete phase, and left shared again at the end).
+pub fn prune(vault: &mut Vault, opts: &PruneOptions, progress: &Progress) -> Result<PruneReport> {
+    check_threshold(opts.repack_threshold)?;
+    if vault.lock_mode() != LockMode::Shared {
+        return Err(Error::Invalid(
+            "prune starts from a shared lock (it takes the exclusive one itself)".into(),
+        ));
+    }
+    let started = Instant::now();
+    let _prune_lock = take_prune_lock(vault.root())?;
+    let tmp = vault.root().join(PRUNE_TMP);
+    // Left by a prune that was killed: it is ours alone (prune.lock).
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).at(&tmp)?;
+    }
+
+    // Packs a crashed writer or prune left unindexed are judged too (indexing is idempotent,
+    // so this is safe beside a writer).
+    vault.reconcile()?;
+    let plan = mark(vault, opts.repack_threshold, progress)?;
+    let mut report = plan.report_base(opts.dry_run);
+    if opts.dry_run {
+        report.bytes_reclaimed = plan.estimated_reclaim();
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    }
+
+    // Phase 1b: copy the used blobs of the packs to repack into new packs (durable, indexed).
+    fsutil::create_dir_durable(&tmp)?;
+    let written = repack(vault, &plan, &tmp, Store::Local, progress)?;
+    report.packs_written = written.len();
+    report.bytes_written = written.iter().map(|(_, size)| size).sum();
+    crashpoint::at("prune-after-repack");
+    crashpoint::pause("prune-before-delete");
+
+    // Phase 2: alone, re-check and delete.
+    let mut doomed: HashSet<PackId> = plan.unused.iter().copied().collect();
+    doomed.extend(plan.repack.iter().map(|(id, _)| *id));
+    vault.relock(LockMode::Exclusive, Some(opts.delete_wait))?;
+    let outcome = recheck_and_delete(vault, &plan, doomed, Store::Local, &mut report);
+    // Back to shared whatever happened, so the caller holds what it gave.
+    let relocked = vault.relock(LockMode::Shared, Some(opts.delete_wait));
+    outcome?;
+    relocked?;
+    fs::remove_dir_all(&tmp).at(&tmp)?;
+    report.bytes_reclaimed = report.bytes_deleted.saturating_sub(report.bytes_written);
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    vault.audit(
+        &AuditRecord::new("prune", None, "ok").with_detail(serde_json::json!({
+            "packs_deleted": report.packs_deleted,
+            "packs_written": report.packs_written,
+            "packs_spared": report.packs_spared,
+            "bytes_reclaimed": report.bytes_reclaimed,
+        })),
+    )?;
+    Ok(report)
+}
+
+/// Prunes a remote the way [`prune`] prunes the local vault. The remote is read and written
+/// through its mirror under `cache_base`; new packs are staged there and uploaded before anything
+/// is deleted. `local` (opened shared) is this machine's vault, the only one that pushes to the
+/// remote: its exclusive lock during the delete phase keeps the agent's push out, and the remote
+/// is listed again under it, so manifests pushed while the prune marked are re-checked.
+///
+/// A restore from this remote running on another machine during the delete phase may find a
+/// repacked pack gone; it fails cleanly and a rerun reads the new copy. (No grace period: see
+/// README, "Prune".)
+pub fn prune_remote(
+    local: &mut Vault,
+    backend: DynBackend,
+    cache_base: &Path,
+    secrets: &SecretSource,
+    opts: &PruneOptions,
+    progress: &Progress,
+) -> Result<PruneReport> {
+    check_threshold(opts.repack_threshold)?;
+    let started = Instant::now();
+    let location = backend.location();
+    let mut remote = crate::remote::open(backend.clone(), cache_base, None, secrets)?;
+    if remote.config.id != local.config.id {
+        return Err(Error::Invalid(format!(
+            "{location} holds another vault ({}), not this one ({})",
+            remote.config.id, local.config.id
+        )));
+    }
+    let _prune_lock = take_prune_lock(remote.root())?;
+    let tmp = remote.root().join(PRUNE_TMP);
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).at(&tmp)?;
+    }
+    let plan = mark(&remote, opts.repack_threshold, progress)?;
+    let mut report = plan.report_base(opts.dry_run);
+    if opts.dry_run {
+        report.bytes_reclaimed = plan.estimated_reclaim();
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    }
+    fsutil::create_dir_durable(&tmp)?;
+    let written = repack(&mut remote, &plan, &tmp, Store::Remote(&backend), progress)?;
+    report.packs_written = written.len();
+    report.bytes_written = written.iter().map(|(_, size)| size).sum();
+    crashpoint::at("prune-after-repack");
+
+    let mut doomed: HashSet<PackId> = plan.unused.iter().copied().collect();
+    doomed.extend(plan.repack.iter().map(|(id, _)| *id));
+    local.relock(LockMode::Exclusive, Some(opts.delete_wait))?;
+    // Listed again, now that no push of ours runs: new manifests and packs come in.
+    let outcome =
+        crate::remote::open(backend.clone(), cache_base, None, secrets).and_then(|mut fresh| {
+            recheck_and_delete(
+                &mut fresh,
+                &plan,
+                doomed,
+                Store::Remote(&backend),
+                &mut report,
+            )
+        });
+    let relocked = local.relock(LockMode::Shared, Some(opts.delete_wait));
+    outcome?;
+    relocked?;
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).at(&tmp)?;
+    }
+    report.bytes_reclaimed = report.bytes_deleted.saturating_sub(report.bytes_written);
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    local.audit(
+        &AuditRecord::new("prune", None, "ok").with_detail(serde_json::json!({
+            "remote": location,
+            "packs_deleted": report.packs_deleted,
+            "packs_written": report.packs_written,
+            "packs_spared": report.packs_spared,
+            "bytes_reclaimed": report.bytes_reclaimed,
+        })),
+    )?;
+    Ok(report)
+}
+
+fn check_threshold(t: f64) -> Result<()> {
+    if t > 0.0 && t <= 100.0 {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "--repack-threshold {t} must be a percentage in (0, 100]"
+        )))
+    }
+}
+
+fn take_prune_lock(root: &Path) -> Result<fs::File> {
+    use fs2::FileExt;
+    let path = root.join(PRUNE_LOCK);
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .at(&path)?;
+    f.try_lock_exclusive().map_err(|_| Error::Locked {
+        holder: "another `vault prune` on this vault".into(),
+    })?;
+    Ok(f)
+}
+
+/// Phase 1: which blobs are referenced, and what to do with each pack.
+fn mark(vault: &Vault, threshold: f64, progress: &Progress) -> Result<Plan> {
+    // Manifests before the index: a snapshot's packs are indexed before its manifest appears,
+    // so every blob of a listed manifest is in the index read after.
+    let mut roots = Vec::new();
+    let mut seen = HashSet::new();
+    for id in vault.snapshot_ids()? {
+        if let Some(m) = vault.manifest_if_present(&id)? {
+            roots.push(m.tree);
+            seen.insert(id);
+        }
+    }
+    let reader = vault.blob_reader()?;
+    let mut referenced = HashSet::new();
+    for root in roots {
+        walk(&reader, root, &mut referenced)?;
+        progress.inc(1);
+    }
+
+    // Charge every referenced blob to one copy: the one in the pack with the most referenced
+    // bytes, then the smaller pack (after a crash mid-prune, the repacked copy wins). Packs are
+    // listed before the rows, so a pack a snapshot indexes meanwhile is not judged at all.
+    let sizes = vault.index().packs()?;
+    let mut rows: Vec<(PackId, PackEntry)> = Vec::new();
+    let mut all_copies: HashMap<PackId, u64> = HashMap::new();
+    vault.index().for_each_row(|pack, e| {
+        if referenced.contains(&e.id) && sizes.contains_key(&pack) {
+            *all_copies.entry(pack).or_default() += u64::from(e.stored_len);
+            rows.push((pack, e));
+        }
+    })?;
+    let rank = |p: &PackId| {
+        (
+            std::cmp::Reverse(all_copies.get(p).copied().unwrap_or(0)),
+            sizes.get(p).copied().unwrap_or(u64::MAX),
+            *p,
+        )
+    };
+    let mut chosen: HashMap<BlobId, (PackId, PackEntry)> = HashMap::new();
+    for (pack, e) in rows {
+        match chosen.get(&e.id) {
+            Some((p, _)) if rank(p) <= rank(&pack) => {}
+            _ => {
+                chosen.insert(e.id, (pack, e));
+            }
+        }
+    }
+    if let Some(missing) = referenced.iter().find(|b| !chosen.contains_key(b)) {
+        return Err(Error::corrupt(
+            format!("blob {missing}"),
+            "a snapshot references it but no pack holds it; run `vault verify` and repair the \
+             vault before pruning (prune deletes nothing while the vault is damaged)",
+        ));
+    }
+
+    let mut packs: HashMap<PackId, (u64, u64)> =
+        sizes.iter().map(|(id, size)| (*id, (*size, 0))).collect();
+    let mut keep_entries: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+    for (pack, e) in chosen.values() {
+        if let Some(p) = packs.get_mut(pack) {
+            p.1 += u64::from(e.stored_len);
+        }
+        keep_entries.entry(*pack).or_default().push(*e);
+    }
+    let mut unused = Vec::new();
+    let mut repack = Vec::new();
+    for (id, (size, used)) in &packs {
+        if *used == 0 {
+            unused.push(*id);
+        } else {
+            let unused_pct = 100.0 * (size.saturating_sub(*used)) as f64 / (*size).max(1) as f64;
+            if unused_pct >= threshold {
+                let mut entries = keep_entries.remove(id).unwrap_or_default();
+                entries.sort_by_key(|e| e.offset);
+                repack.push((*id, entries));
+            }
+        }
+    }
+    unused.sort();
+    repack.sort_by_key(|(id, _)| *id);
+    Ok(Plan {
+        seen,
+        referenced,
+        packs,
+        unused,
+        repack,
+    })
+}
+
+/// Adds every blob under tree `root` to `out`; a tree already in `out` was walked before.
+fn walk(reader: &BlobReader, root: BlobId, out: &mut HashSet<BlobId>) -> Result<()> {
+    let mut stack = vec![root];
+    while let Some(id) = stack.pop() {
+        if !out.insert(id) {
+            continue;
+        }
+        for e in reader.tree(&id)?.entries {
+            match e.node {
+                Node::File { chunks } => out.extend(chunks),
+                Node::Dir { subtree } => stack.push(subtree),
+                Node::Symlink { .. } => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Plan {
+    fn report_base(&self, dry_run: bool) -> PruneReport {
+        let doomed: HashSet<&PackId> = self
+            .unused
+            .iter()
+            .chain(self.repack.iter().map(|(id, _)| id))
+            .collect();
+        PruneReport {
+            dry_run,
+            snapshots: self.seen.len(),
+            blobs_referenced: self.referenced.len(),
+            packs_before: self.packs.len(),
+            bytes_before: self.packs.values().map(|(s, _)| s).sum(),
+            packs_unused: self.unused.len(),
+            packs_repacked: self.repack.len(),
+            bytes_unused_left: self
+                .packs
+                .iter()
+                .filter(|(id, _)| !doomed.contains(id))
+                .map(|(_, (size, used))| size.saturating_sub(*used))
+                .sum(),
+            ..Default::default()
+        }
+    }
+
+    /// Deleted bytes minus the bytes repacked (an estimate: new packs add headers).
+    fn estimated_reclaim(&self) -> u64 {
+        let unused: u64 = self.unused.iter().map(|id| self.packs[id].0).sum();
+        let repacked: u64 = self
+            .repack
+            .iter()
+            .map(|(id, _)| {
+                let (size, used) = self.packs[id];
+                size - used.min(size)
+            })
+            .sum();
+        unused + repacked
+    }
+}
+
+/// Phase 1b: copies the used blobs of the packs to repack into new packs, checking each blob on
+/// the way (prune never spreads damage: a blob that does not open stops the prune). Returns the
+/// new packs with their sizes; each is durable and indexed when this returns.
+fn repack(
+    vault: &mut Vault,
+    plan: &Plan,
+    tmp: &Path,
+    store: Store<'_>,
+    progress: &Progress,
+) -> Result<Vec<(PackId, u64)>> {
+    let reader = vault.blob_reader()?;
+    let target = vault.config.pack_target_size;
+    let packs_dir = match store {
+        Store::Local => vault.packs_dir(),
+        Store::Remote(_) => tmp.join("packs"),
+    };
+    let crypto = vault.crypto().clone();
+    let mut written = Vec::new();
+    let mut writer: Option<PackWriter> = None;
+    for (old, entries) in &plan.repack {
+        let bytes = reader.read_pack(old)?;
+        for e in entries {
+            let stored = stored_slice(&bytes, old, e)?;
+            blob::open(&crypto, &e.id, e.compression, e.raw_len, stored).map_err(|err| {
+                Error::corrupt(
+                    format!("blob {} in pack {old}", e.id),
+                    format!(
+                        "{}; prune stops (run `vault verify --read-data`)",
+                        err.full()
+                    ),
+                )
+            })?;
+            let w = match writer.as_mut() {
+                Some(w) => w,
+                None => writer.insert(PackWriter::with_temp_dir(&packs_dir, tmp, &crypto)?),
+            };
+            w.add(&blob::SealedBlob {
+                id: e.id,
+                kind: e.kind,
+                compression: e.compression,
+                raw_len: e.raw_len,
+                bytes: stored.to_vec(),
+            })?;
+            if w.len() >= target {
+                let w = writer.take().expect("invariant: writer is open");
+                written.push(publish(vault, w, &packs_dir, store)?);
+            }
+        }
+        progress.inc(1);
+    }
+    if let Some(w) = writer.filter(|w| !w.is_empty()) {
+        written.push(publish(vault, w, &packs_dir, store)?);
+    }
+    Ok(written)
+}
+
+/// Finishes a new pack, makes it durable where the store keeps packs, and indexes it.
+fn publish(
+    vault: &mut Vault,
+    w: PackWriter,
+    packs_dir: &Path,
+    store: Store<'_>,
+) -> Result<(PackId, u64)> {
+    let done = w.finish()?;
+    if let Store::Remote(backend) = store {
+        let path = pack::pack_path(packs_dir, &done.id);
+        let bytes = fs::read(&path).at(&path)?;
+        backend.put(&pack_name(&done.id), &bytes)?;
+        fs::remove_file(&path).at(&path)?;
+    }
+    crashpoint::at("prune-before-indexing-new-pack");
+    vault
+        .index_mut()
+        .add_pack(&done.id, done.size, &done.entries)?;
+    Ok((done.id, done.size))
+}
+
+fn stored_slice<'a>(bytes: &'a [u8], pack: &PackId, e: &PackEntry) -> Result<&'a [u8]> {
+    let start = usize::try_from(e.offset).ok();
+    let end = start.and_then(|s| s.checked_add(e.stored_len as usize));
+    match (start, end) {
+        (Some(s), Some(end)) if end <= bytes.len() => Ok(&bytes[s..end]),
+        _ => Err(Error::corrupt(
+            format!("pack {pack}"),
+            format!("blob {} lies past the end of the pack", e.id),
+        )),
+    }
+}
+
+/// Phase 2, under the exclusive lock: spares every doomed pack that holds the only copies of a
+/// referenced blob (new snapshots included), then deletes the rest.
+fn recheck_and_delete(
+    vault: &mut Vault,
+    plan: &Plan,
+    mut doomed: HashSet<PackId>,
+    store: Store<'_>,
+    report: &mut PruneReport,
+) -> Result<()> {
+    // Snapshots written while we marked: their new trees are walked (old subtrees are in
+    // `referenced` already and stop the walk).
+    let mut referenced = plan.referenced.clone();
+    let reader = vault.blob_reader()?;
+    for id in vault.snapshot_ids()? {
+        if plan.seen.contains(&id) {
+            continue;
+        }
+        if let Some(m) = vault.manifest_if_present(&id)? {
+            walk(&reader, m.tree, &mut referenced)?;
+            report.snapshots_rechecked += 1;
+        }
+    }
+    drop(reader);
+    // Which referenced blobs have a copy outside the doomed packs, and which doomed packs hold
+    // referenced blobs.
+    let mut safe: HashSet<BlobId> = HashSet::new();
+    let mut at_risk: Vec<(PackId, BlobId)> = Vec::new();
+    let on_disk = vault.pack_files()?;
+    vault.index().for_each_row(|pack, e| {
+        if !referenced.contains(&e.id) {
+            return;
+        }
+        if doomed.contains(&pack) {
+            at_risk.push((pack, e.id));
+        } else if on_disk.contains_key(&pack) {
+            safe.insert(e.id);
+        }
+    })?;
+    for (pack, blob) in at_risk {
+        if !safe.contains(&blob) && doomed.remove(&pack) {
+            report.packs_spared += 1;
+        }
+    }
+    let mut doomed: Vec<PackId> = doomed.into_iter().collect();
+    doomed.sort();
+    // Rows first, files after: the index never points at a deleted pack (a reader would call
+    // that damage), and a crash in between leaves unindexed packs that the next writer's
+    // reconcile indexes again and the next prune deletes.
+    for id in &doomed {
+        vault.index_mut().remove_pack(id)?;
+    }
+    crashpoint::at("prune-after-index-update");
+    let packs_dir = vault.packs_dir();
+    let mut dirs: HashSet<PathBuf> = HashSet::new();
+    for (i, id) in doomed.iter().enumerate() {
+        let path = pack::pack_path(&packs_dir, id);
+        match store {
+            Store::Local => match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            },
+            Store::Remote(backend) => backend.delete(&pack_name(id))?,
+        }
+        if let Some(size) = on_disk.get(id) {
+            report.bytes_deleted += size;
+        }
+        report.packs_deleted += 1;
+        if let (Store::Local, Some(d)) = (store, path.parent()) {
+            dirs.insert(d.to_path_buf());
+        }
+        if i == 0 {
+            crashpoint::at("prune-mid-delete");
+        }
+    }
+    for d in &dirs {
+        fsutil::sync_dir(d)?;
+    }
+    Ok(())
+}

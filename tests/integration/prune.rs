@@ -1,0 +1,256 @@
+//! `vault prune` on the real binary: space comes back after a forget and every remaining
+//! snapshot still restores byte for byte; `kill -9` at each step of a prune leaves a vault that
+//! verifies; a snapshot taken while a prune holds its marks is honoured (the prune runs beside
+//! the writer and spares what the new snapshot uses).
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Three snapshots: s1 = {a, b}, s2 = {b, c}, s3 = {b, c, d}. Forgetting s1 leaves a's bytes
+/// unused, in the pack that also holds b.
+struct Timeline {
+    data: std::path::PathBuf,
+    ids: Vec<String>,
+    /// A copy of the source as each kept snapshot saw it.
+    copies: Vec<(String, std::path::PathBuf)>,
+}
+
+fn timeline(f: &Fixture) -> Timeline {
+    let data = f.path("data");
+    fs::create_dir_all(&data).unwrap();
+    write_random_file(&data.join("a.bin"), 1, 3 << 20);
+    write_random_file(&data.join("b.bin"), 2, 1 << 20);
+    f.snapshot(&data);
+    fs::remove_file(data.join("a.bin")).unwrap();
+    write_random_file(&data.join("c.bin"), 3, 1 << 20);
+    f.snapshot(&data);
+    let mut copies = Vec::new();
+    let copy = f.path("copy-s2");
+    copy_tree(&data, &copy);
+    write_random_file(&data.join("d.bin"), 4, 512 << 10);
+    f.snapshot(&data);
+    let copy3 = f.path("copy-s3");
+    copy_tree(&data, &copy3);
+    let ids = f.snapshot_ids();
+    assert_eq!(ids.len(), 3);
+    copies.push((ids[1].clone(), copy));
+    copies.push((ids[2].clone(), copy3));
+    let r = f
+        .cmd()
+        .args(["--json", "forget", "--keep-last", "2"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(r["forgotten"], 1);
+    Timeline { data, ids, copies }
+}
+
+fn copy_tree(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap();
+    for e in fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+}
+
+/// Every kept snapshot restores to exactly the bytes it was taken of.
+fn assert_restores(f: &Fixture, t: &Timeline, tag: &str) {
+    for (id, copy) in &t.copies {
+        let out = f.path(format!("restore-{tag}-{}", &id[..8]));
+        f.restore(id, &out).success();
+        assert_same_bytes(copy, &out.join("data"));
+    }
+}
+
+/// The same file names with the same bytes (the copies' mtimes are the copy's, not the
+/// source's).
+fn assert_same_bytes(want: &Path, got: &Path) {
+    let names = |d: &Path| {
+        let mut v: Vec<_> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(want), names(got), "{}", got.display());
+    for n in names(want) {
+        assert_eq!(
+            file_hash(&want.join(&n)),
+            file_hash(&got.join(&n)),
+            "{}",
+            got.join(&n).display()
+        );
+    }
+}
+
+#[test]
+fn prune_after_forget_reclaims_space_and_every_snapshot_still_restores() {
+    let f = Fixture::with_vault();
+    let t = timeline(&f);
+    let packs_before = pack_files(&f.vault());
+    let size_before = dir_size(&f.vault().join("packs"));
+
+    // A dry run reports and changes nothing.
+    let dry = f
+        .cmd()
+        .args(["--json", "prune", "--dry-run"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["snapshots"], 2);
+    assert!(
+        num(&dry, "packs_repacked") + num(&dry, "packs_unused") >= 1,
+        "{dry}"
+    );
+    assert!(num(&dry, "bytes_reclaimed") >= 3 << 20, "{dry}");
+    assert_eq!(pack_files(&f.vault()), packs_before);
+
+    let r = f.cmd().args(["--json", "prune"]).run().success().json();
+    assert!(num(&r, "packs_deleted") >= 1, "{r}");
+    assert!(
+        num(&r, "packs_written") >= 1,
+        "the half-used pack was repacked: {r}"
+    );
+    assert!(num(&r, "bytes_reclaimed") >= 3 << 20, "{r}");
+    assert_eq!(r["packs_spared"], 0);
+    let size_after = dir_size(&f.vault().join("packs"));
+    assert!(
+        size_after + (3 << 20) <= size_before,
+        "packs went from {size_before} to {size_after} bytes"
+    );
+    f.cmd().args(["verify", "--read-data"]).run().success();
+    assert_restores(&f, &t, "after");
+
+    // Nothing left to do: a second prune deletes nothing.
+    let again = f.cmd().args(["--json", "prune"]).run().success().json();
+    assert_eq!(again["packs_deleted"], 0, "{again}");
+    assert_eq!(again["packs_written"], 0, "{again}");
+    // The forgotten snapshot's unique file is gone from the vault: a fresh snapshot of it
+    // stores its bytes again.
+    write_random_file(&t.data.join("a.bin"), 1, 3 << 20);
+    let s = f.snapshot(&t.data);
+    assert!(num(&s, "bytes_new") >= 3 << 20, "{s}");
+    let audit = fs::read_to_string(f.vault().join("audit.log")).unwrap();
+    assert!(audit.contains("\"prune\""), "{audit}");
+    assert_eq!(t.ids.len(), 3);
+
+    // A threshold outside (0, 100] is a usage error.
+    f.cmd()
+        .args(["prune", "--repack-threshold", "0"])
+        .run()
+        .one_line_error(2);
+}
+
+#[test]
+fn kill_9_at_each_step_of_a_prune_leaves_a_vault_that_verifies() {
+    for point in [
+        "prune-before-indexing-new-pack",
+        "prune-after-repack",
+        "prune-mid-delete",
+        "prune-after-index-update",
+    ] {
+        let f = Fixture::with_vault();
+        let t = timeline(&f);
+        let run = f.cmd().arg("prune").env("VAULT_CRASH_AT", point).run();
+        assert_eq!(run.code, None, "{point}: prune was not killed: {run:?}");
+        f.cmd().args(["verify", "--read-data"]).run().success();
+        assert_restores(&f, &t, point);
+        // The next prune finishes the job, and the vault still verifies.
+        let r = f.cmd().args(["--json", "prune"]).run().success().json();
+        assert_eq!(r["packs_spared"], 0, "{point}: {r}");
+        f.cmd().args(["verify", "--read-data"]).run().success();
+        assert_restores(&f, &t, &format!("{point}-again"));
+        let left = dir_size(&f.vault().join("packs"));
+        assert!(
+            left < (3 << 20) + (3 << 20),
+            "{point}: {left} bytes of packs left, the forgotten file's bytes were not reclaimed"
+        );
+        assert!(
+            !f.vault().join("prune.tmp").exists(),
+            "{point}: prune.tmp left behind"
+        );
+    }
+}
+
+#[test]
+fn a_snapshot_taken_while_prune_marks_is_honoured() {
+    let f = Fixture::with_vault();
+    let t = timeline(&f);
+    let pause = f.path("pause");
+    fs::create_dir_all(&pause).unwrap();
+    let mut prune = f
+        .cmd()
+        .args(["--json", "prune"])
+        .env("VAULT_PAUSE_AT", "prune-before-delete")
+        .env("VAULT_PAUSE_DIR", &pause)
+        .spawn_capturing();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pause.join("prune-before-delete.reached").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "prune never reached its delete phase"
+        );
+        assert!(prune.try_wait().unwrap().is_none(), "prune exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The prune has marked and repacked, holding only a shared lock: the writer is not blocked.
+    // The forgotten file comes back: its chunks dedup against the pack the prune means to delete.
+    write_random_file(&t.data.join("a.bin"), 1, 3 << 20);
+    let s = f.snapshot(&t.data);
+    assert!(
+        num(&s, "bytes_new") < 1 << 20,
+        "a.bin deduplicated against the doomed pack: {s}"
+    );
+    let copy = f.path("copy-s4");
+    copy_tree(&t.data, &copy);
+    // Readers too.
+    f.cmd().arg("snapshots").run().success();
+    fs::write(pause.join("prune-before-delete.go"), b"").unwrap();
+    let out = prune.wait_with_output().unwrap();
+    assert!(out.status.success(), "prune failed: {out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["snapshots_rechecked"], 1, "{r}");
+    assert!(num(&r, "packs_spared") >= 1, "{r}");
+    f.cmd().args(["verify", "--read-data"]).run().success();
+    let ids = f.snapshot_ids();
+    let newest = ids.last().unwrap();
+    let target = f.path("restore-s4");
+    f.restore(newest, &target).success();
+    assert_same_bytes(&copy, &target.join("data"));
+    assert_restores(&f, &t, "beside");
+}
+
+#[test]
+fn two_prunes_do_not_run_at_once() {
+    let f = Fixture::with_vault();
+    timeline(&f);
+    let pause = f.path("pause");
+    fs::create_dir_all(&pause).unwrap();
+    let mut first = f
+        .cmd()
+        .arg("prune")
+        .env("VAULT_PAUSE_AT", "prune-before-delete")
+        .env("VAULT_PAUSE_DIR", &pause)
+        .spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pause.join("prune-before-delete.reached").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "prune never reached its delete phase"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f.cmd()
+        .arg("prune")
+        .run()
+        .one_line_error(11)
+        .stderr_has("another `vault prune`");
+    fs::write(pause.join("prune-before-delete.go"), b"").unwrap();
+    assert!(first.wait().unwrap().success());
+    f.cmd().args(["verify", "--read-data"]).run().success();
+}
