@@ -225,9 +225,11 @@ pub fn prune_remote(
     report.packs_written = written.len();
     report.bytes_written = written.iter().map(|(_, size)| size).sum();
     crashpoint::at("prune-after-repack");
+    crashpoint::pause("prune-before-delete");
 
     let mut doomed: HashSet<PackId> = plan.unused.iter().copied().collect();
     doomed.extend(plan.repack.iter().map(|(id, _)| *id));
+    drop(remote);
     local.relock(LockMode::Exclusive, Some(opts.delete_wait))?;
     // Listed again, now that no push of ours runs: new manifests and packs come in.
     let outcome =

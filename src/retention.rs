@@ -240,6 +240,56 @@ fn series_of(m: &crate::manifest::Manifest) -> String {
 /// them judged first, then removed one by one: each removal is atomic, and a crash leaves a vault
 /// with fewer snapshots, never a broken one). Needs a writer lock (`LockMode::Append` or stronger).
 pub fn forget(vault: &Vault, policy: &Retention, dry_run: bool) -> Result<ForgetReport> {
+    let report = judge_and_remove(vault, policy, dry_run, &|id| vault.remove_manifest(id))?;
+    if !dry_run {
+        vault.audit(&forget_record(&report, None))?;
+    }
+    Ok(report)
+}
+
+/// Applies `policy` to a remote's snapshots, read through its mirror `mirror` (see
+/// [`crate::remote`]): each forgotten manifest is deleted on the remote, then from the mirror.
+/// The audit record goes to `local`, the vault that owns the remote.
+pub fn forget_remote(
+    local: &Vault,
+    mirror: &Vault,
+    backend: &crate::backend::DynBackend,
+    policy: &Retention,
+    dry_run: bool,
+) -> Result<ForgetReport> {
+    let report = judge_and_remove(mirror, policy, dry_run, &|id| {
+        backend.delete(&format!("snapshots/{id}.json"))?;
+        mirror.remove_manifest(id)
+    })?;
+    if !dry_run {
+        local.audit(&forget_record(&report, Some(&backend.location())))?;
+    }
+    Ok(report)
+}
+
+fn forget_record(report: &ForgetReport, remote: Option<&str>) -> AuditRecord {
+    let forgotten: Vec<String> = report
+        .decisions
+        .iter()
+        .filter(|d| !d.kept())
+        .map(|d| d.id.to_hex())
+        .collect();
+    let mut detail = serde_json::json!({
+        "forgotten": forgotten,
+        "kept": report.snapshots - report.forgotten,
+    });
+    if let Some(r) = remote {
+        detail["remote"] = r.into();
+    }
+    AuditRecord::new("forget", None, "ok").with_detail(detail)
+}
+
+fn judge_and_remove(
+    vault: &Vault,
+    policy: &Retention,
+    dry_run: bool,
+    remove: &dyn Fn(&SnapshotId) -> Result<()>,
+) -> Result<ForgetReport> {
     let (snaps, _) = vault.snapshots()?;
     let lkg = crate::lkg::read(vault)?.map(|r| r.snapshot);
     let candidates: Vec<Candidate> = snaps
@@ -270,14 +320,8 @@ pub fn forget(vault: &Vault, policy: &Retention, dry_run: bool) -> Result<Forget
         .collect();
     if !dry_run {
         for id in &gone {
-            vault.remove_manifest(id)?;
+            remove(id)?;
         }
-        vault.audit(
-            &AuditRecord::new("forget", None, "ok").with_detail(serde_json::json!({
-                "forgotten": gone.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
-                "kept": decisions.len() - gone.len(),
-            })),
-        )?;
     }
     Ok(ForgetReport {
         dry_run,

@@ -370,8 +370,19 @@ pub(super) fn forget(ctx: &mut Ctx, a: &ForgetArgs) -> Result<i32> {
     } else {
         LockMode::Append
     };
-    let vault = ctx.open(mode)?;
-    let r = crate::retention::forget(&vault, &policy, a.dry_run)?;
+    let r = match &a.remote {
+        Some(name) => {
+            let backend = deleting_backend(ctx, name, a.admin)?;
+            let local = ctx.open(LockMode::Shared)?;
+            let mirror = ctx.open_remote_backend(backend.clone())?;
+            same_vault(&local, &mirror, &backend)?;
+            crate::retention::forget_remote(&local, &mirror, &backend, &policy, a.dry_run)?
+        }
+        None => {
+            let vault = ctx.open(mode)?;
+            crate::retention::forget(&vault, &policy, a.dry_run)?
+        }
+    };
     let out = &mut ctx.out;
     if ctx.json {
         out.json(json!(r))?;
@@ -411,17 +422,7 @@ pub(super) fn prune(ctx: &mut Ctx, a: &PruneArgs) -> Result<i32> {
     let progress = Progress::hidden();
     let r = match &a.remote {
         Some(name) => {
-            let mut spec = ctx.remote_spec(name)?;
-            if spec.append_only {
-                if !a.admin {
-                    return Err(Error::Usage(format!(
-                        "remote {name:?} is append-only: AtlasVault never deletes from it. To \
-                         prune it, run with credentials the storage lets delete and pass --admin"
-                    )));
-                }
-                spec.append_only = false;
-            }
-            let backend = crate::backend::open(&spec)?;
+            let backend = deleting_backend(ctx, name, a.admin)?;
             let cache = ctx
                 .cache_dir
                 .clone()
@@ -475,4 +476,37 @@ pub(super) fn prune(ctx: &mut Ctx, a: &PruneArgs) -> Result<i32> {
         a.repack_threshold
     );
     Ok(exit::OK)
+}
+
+/// The backend of remote `name` for a command that deletes from it: an append-only remote only
+/// with `--admin` (and then without the guard that refuses deletes).
+fn deleting_backend(ctx: &Ctx, name: &str, admin: bool) -> Result<crate::backend::DynBackend> {
+    let mut spec = ctx.remote_spec(name)?;
+    if spec.append_only {
+        if !admin {
+            return Err(Error::Usage(format!(
+                "remote {name:?} is append-only: AtlasVault never deletes from it. To forget or \
+                 prune there, run with credentials the storage lets delete and pass --admin"
+            )));
+        }
+        spec.append_only = false;
+    }
+    crate::backend::open(&spec)
+}
+
+/// Refuses to judge a remote that holds another vault.
+fn same_vault(
+    local: &crate::Vault,
+    remote: &crate::Vault,
+    backend: &crate::backend::DynBackend,
+) -> Result<()> {
+    if local.config.id == remote.config.id {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{} holds another vault ({}), not this one ({})",
+        backend.location(),
+        remote.config.id,
+        local.config.id
+    )))
 }

@@ -93,7 +93,11 @@ impl Ctx {
 
     /// Opens the vault on a remote through its local mirror (see [`crate::remote`]).
     fn open_remote(&self, spec: &RemoteSpec) -> Result<Vault> {
-        let backend = crate::backend::open(spec)?;
+        self.open_remote_backend(crate::backend::open(spec)?)
+    }
+
+    /// Opens the vault on an opened remote backend through its local mirror.
+    fn open_remote_backend(&self, backend: crate::backend::DynBackend) -> Result<Vault> {
         let cache = self
             .cache_dir
             .clone()
@@ -305,6 +309,14 @@ pub struct ForgetArgs {
     /// List what would be forgotten and why each survivor is kept; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Apply the policy to this remote of the config file (its own snapshots and LKG) instead of
+    /// the local vault.
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+    /// Allow forgetting on an append-only remote (run it with credentials the storage lets
+    /// delete).
+    #[arg(long, requires = "remote")]
+    pub admin: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::s3server::S3Server;
 
 /// Three snapshots: s1 = {a, b}, s2 = {b, c}, s3 = {b, c, d}. Forgetting s1 leaves a's bytes
 /// unused, in the pack that also holds b.
@@ -19,6 +20,11 @@ struct Timeline {
 }
 
 fn timeline(f: &Fixture) -> Timeline {
+    timeline_pushing(f, None)
+}
+
+/// [`timeline`], pushing all three snapshots with `push` before the local forget.
+fn timeline_pushing(f: &Fixture, push: Option<&dyn Fn()>) -> Timeline {
     let data = f.path("data");
     fs::create_dir_all(&data).unwrap();
     write_random_file(&data.join("a.bin"), 1, 3 << 20);
@@ -38,6 +44,9 @@ fn timeline(f: &Fixture) -> Timeline {
     assert_eq!(ids.len(), 3);
     copies.push((ids[1].clone(), copy));
     copies.push((ids[2].clone(), copy3));
+    if let Some(push) = push {
+        push();
+    }
     let r = f
         .cmd()
         .args(["--json", "forget", "--keep-last", "2"])
@@ -253,4 +262,151 @@ fn two_prunes_do_not_run_at_once() {
     fs::write(pause.join("prune-before-delete.go"), b"").unwrap();
     assert!(first.wait().unwrap().success());
     f.cmd().args(["verify", "--read-data"]).run().success();
+}
+
+/// Forget and prune on a remote (`--remote NAME`), then a fresh machine restores every kept
+/// snapshot from the remote alone and the remote verifies; an append-only remote needs --admin.
+fn remote_forget_and_prune(
+    f: &Fixture,
+    cmd: &dyn Fn() -> VaultCmd,
+    url: &str,
+    size: &dyn Fn() -> u64,
+) {
+    let t = timeline_pushing(
+        f,
+        Some(&|| {
+            cmd().arg("push").run().success();
+        }),
+    );
+    // Local first: prune, and push the repacked pack.
+    f.cmd().arg("prune").run().success();
+    cmd().arg("push").run().success();
+    let before = size();
+    let dry = cmd()
+        .args([
+            "--json",
+            "forget",
+            "--remote",
+            "r",
+            "--keep-last",
+            "2",
+            "--dry-run",
+        ])
+        .run()
+        .success()
+        .json();
+    assert_eq!(dry["forgotten"], 1, "{dry}");
+    let r = cmd()
+        .args(["--json", "forget", "--remote", "r", "--keep-last", "2"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(
+        (r["snapshots"].clone(), r["forgotten"].clone()),
+        (3.into(), 1.into()),
+        "{r}"
+    );
+    let p = cmd()
+        .args(["--json", "prune", "--remote", "r"])
+        .run()
+        .success()
+        .json();
+    assert!(num(&p, "packs_deleted") >= 1, "{p}");
+    assert!(num(&p, "bytes_reclaimed") >= 3 << 20, "{p}");
+    let after = size();
+    assert!(
+        after + (3 << 20) <= before,
+        "the remote went from {before} to {after} bytes"
+    );
+    // A fresh machine: nothing but the remote's address.
+    let cache = f.path("fresh-cache");
+    cmd()
+        .args(["verify", "--read-data", "--from", url, "--cache-dir"])
+        .arg(&cache)
+        .run()
+        .success();
+    for (id, copy) in &t.copies {
+        let out = f.path(format!("from-remote-{}", &id[..8]));
+        cmd()
+            .args(["restore", id, "--from", url, "--cache-dir"])
+            .arg(&cache)
+            .arg("--target")
+            .arg(&out)
+            .run()
+            .success();
+        assert_same_bytes(copy, &out.join("data"));
+    }
+    // Pushing again re-uploads nothing that prune took away from both.
+    let again = cmd().args(["--json", "push"]).run().success().json();
+    assert_eq!(again["pushes"][0]["report"]["packs_uploaded"], 0, "{again}");
+    let audit = fs::read_to_string(f.vault().join("audit.log")).unwrap();
+    assert!(
+        audit.contains("\"prune\"") && audit.contains(url),
+        "{audit}"
+    );
+}
+
+#[test]
+fn forget_and_prune_on_a_directory_remote() {
+    let f = Fixture::with_vault();
+    let remote = f.path("usb/AtlasVault");
+    let url = format!("file://{}", remote.display());
+    let cfg = f.path("vault.toml");
+    fs::write(&cfg, format!("vault = \"{}\"\n", f.vault().display())).unwrap();
+    let cmd = || f.cmd().arg("--config").arg(&cfg);
+    cmd().args(["remote", "add", "r", &url]).run().success();
+    remote_forget_and_prune(&f, &cmd, &url, &|| dir_size(&remote));
+
+    // An append-only remote is pruned only with --admin.
+    let guarded = f.path("guarded");
+    cmd()
+        .args(["remote", "add", "g"])
+        .arg(format!("file://{}", guarded.display()))
+        .arg("--append-only")
+        .run()
+        .success();
+    cmd().arg("push").run().success();
+    cmd()
+        .args(["prune", "--remote", "g"])
+        .run()
+        .one_line_error(2)
+        .stderr_has("--admin");
+    cmd()
+        .args(["forget", "--remote", "g", "--keep-last", "1"])
+        .run()
+        .one_line_error(2)
+        .stderr_has("append-only");
+    cmd()
+        .args(["prune", "--remote", "g", "--admin"])
+        .run()
+        .success();
+}
+
+#[test]
+fn forget_and_prune_on_an_s3_remote() {
+    let f = Fixture::with_vault();
+    let Some(s3) = S3Server::start(&f, "prune") else {
+        return;
+    };
+    let cfg = f.path("vault.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "vault = \"{}\"\n\n{}",
+            f.vault().display(),
+            s3.remote_table("r", false)
+        ),
+    )
+    .unwrap();
+    let cmd = || s3.creds(f.cmd().arg("--config").arg(&cfg));
+    let backend = s3.backend();
+    let size = || {
+        backend
+            .list("")
+            .unwrap()
+            .iter()
+            .map(|o| o.size)
+            .sum::<u64>()
+    };
+    remote_forget_and_prune(&f, &cmd, &s3.url(), &size);
 }
