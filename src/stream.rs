@@ -93,6 +93,23 @@ pub fn pg_dump_argv(conn: &crate::vaultfile::PgConnection, plain: bool) -> Vec<S
     argv
 }
 
+/// The command that loads a postgres stream of kind `kind` (`postgres-plain` or
+/// `postgres-custom`) from its stdin into the database at `url`, in one transaction that stops at
+/// the first error: `psql` or `pg_restore`. `None` for other kinds.
+pub fn pg_load_command(kind: &str, url: &str) -> Option<std::process::Command> {
+    let (program, args): (&str, &[&str]) = match kind {
+        "postgres-plain" => ("psql", &["--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1"]),
+        "postgres-custom" => ("pg_restore", &["--no-owner", "--exit-on-error"]),
+        _ => return None,
+    };
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg("--no-password")
+        .args(args)
+        .arg("--single-transaction")
+        .arg(format!("--dbname={url}"));
+    Some(cmd)
+}
+
 /// The line a complete plain `pg_dump` ends with; a dump without it was cut short.
 pub const PG_DUMP_TRAILER: &str = "-- PostgreSQL database dump complete";
 

@@ -272,11 +272,24 @@ pub(super) fn drill(ctx: &mut Ctx, a: &DrillArgs) -> Result<i32> {
         Some(url) => ctx.open_remote(&RemoteSpec::from_url(url).map_err(Error::Usage)?)?,
         None => ctx.open(LockMode::Shared)?,
     };
+    let file_drill = ctx
+        .config
+        .as_ref()
+        .map(|f| f.drill.clone())
+        .unwrap_or_default();
+    let pg_scratch = a.pg_scratch.clone().or(file_drill.pg_scratch);
+    if let Some(url) = &pg_scratch {
+        check_scratch_url(url)?;
+    }
     let opts = crate::drill::DrillOptions {
         snapshot: a.snapshot.clone(),
         scratch: a.scratch.clone(),
         keep: a.keep,
         source: a.from.clone().unwrap_or_else(|| "local".into()),
+        pg_scratch,
+        checks: file_drill.checks,
+        health_command: file_drill.health_command,
+        health_timeout: file_drill.health_timeout,
     };
     let (r, path) = crate::drill::drill(&vault, &opts)?;
     if a.from.is_some() {
@@ -311,6 +324,36 @@ pub(super) fn drill(ctx: &mut Ctx, a: &DrillArgs) -> Result<i32> {
         }
         for e in r.restore_errors.iter().chain(&r.mismatches) {
             say!(out, "  {e}");
+        }
+        for d in &r.databases {
+            match &d.error {
+                Some(e) if !d.restored => say!(out, "  database {}: {e}", d.source),
+                _ => say!(
+                    out,
+                    "  database {}: restored in {:.1} s, {}/{} checks passed",
+                    d.source,
+                    d.restore_ms as f64 / 1000.0,
+                    d.checks.iter().filter(|c| c.passed).count(),
+                    d.checks.len()
+                ),
+            }
+            for c in d.checks.iter().filter(|c| !c.passed) {
+                say!(out, "    check failed: {} gave {:?}", c.query, c.result);
+            }
+        }
+        if let Some(h) = &r.health {
+            say!(
+                out,
+                "  health command {}: {}",
+                h.command.join(" "),
+                if h.passed {
+                    "passed".to_string()
+                } else if h.timed_out {
+                    "timed out".to_string()
+                } else {
+                    format!("failed (exit {:?}): {}", h.exit_code, h.output)
+                }
+            );
         }
         if r.more_mismatches > 0 {
             say!(out, "  ... and {} more", r.more_mismatches);
@@ -351,4 +394,30 @@ pub(super) fn drills(ctx: &mut Ctx) -> Result<i32> {
         );
     }
     Ok(exit::OK)
+}
+
+/// A `--pg-scratch` URL: libpq's form, and no password (a flag is visible to every user in `ps`).
+fn check_scratch_url(url: &str) -> Result<()> {
+    let Some(rest) = url
+        .strip_prefix("postgresql://")
+        .or_else(|| url.strip_prefix("postgres://"))
+    else {
+        return Err(Error::Usage(
+            "--pg-scratch must be a postgresql:// URL".into(),
+        ));
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    if authority
+        .rsplit_once('@')
+        .is_some_and(|(u, _)| u.contains(':'))
+        || query
+            .split('&')
+            .any(|p| p.to_ascii_lowercase().starts_with("password="))
+    {
+        return Err(Error::Usage(
+            "--pg-scratch holds a password; give it in PGPASSWORD or PGPASSFILE instead".into(),
+        ));
+    }
+    Ok(())
 }

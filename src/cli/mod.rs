@@ -347,9 +347,14 @@ pub struct DrillArgs {
     /// Restore into this directory (absent or empty) instead of a temporary one.
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
-    /// Keep the restored tree.
+    /// Keep the restored tree (and the scratch databases).
     #[arg(long)]
     pub keep: bool,
+    /// Restore each PostgreSQL dump into a fresh database on this server (the URL of its
+    /// maintenance database, no password) and run the config's `[drill.checks]` there
+    /// (default: the config's `drill.pg_scratch`).
+    #[arg(long, value_name = "URL")]
+    pub pg_scratch: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -184,35 +184,14 @@ fn restore_stream(ctx: &mut Ctx, a: &RestoreArgs) -> Result<i32> {
 /// Pipes a postgres stream into `psql` (plain) or `pg_restore` (custom) against `url`; the
 /// tool's own messages go to stderr. Returns whether it succeeded.
 fn load_into_postgres(s: &VerifiedStream, url: &str) -> Result<bool> {
-    let (program, args): (&str, Vec<String>) = match s.record.kind.as_str() {
-        "postgres-plain" => (
-            "psql",
-            vec![
-                "--no-psqlrc".into(),
-                "--quiet".into(),
-                "--set=ON_ERROR_STOP=1".into(),
-                "--single-transaction".into(),
-                format!("--dbname={url}"),
-            ],
-        ),
-        "postgres-custom" => (
-            "pg_restore",
-            vec![
-                "--no-owner".into(),
-                "--single-transaction".into(),
-                "--exit-on-error".into(),
-                format!("--dbname={url}"),
-            ],
-        ),
-        other => {
-            return Err(Error::Invalid(format!(
-                "--into loads postgres sources; {} is a {other} stream (use --to FILE)",
-                s.record.source
-            )))
-        }
+    let Some(mut cmd) = crate::stream::pg_load_command(&s.record.kind, url) else {
+        return Err(Error::Invalid(format!(
+            "--into loads postgres sources; {} is a {} stream (use --to FILE)",
+            s.record.source, s.record.kind
+        )));
     };
-    let mut child = std::process::Command::new(program)
-        .args(&args)
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -220,7 +199,7 @@ fn load_into_postgres(s: &VerifiedStream, url: &str) -> Result<bool> {
     let mut stdin = child.stdin.take().expect("invariant: stdin is piped");
     let written = s.write_to(&mut stdin);
     drop(stdin);
-    let status = child.wait().map_err(|e| Error::io(program, e))?;
+    let status = child.wait().map_err(|e| Error::io(&program, e))?;
     // A consumer that quit early shows as a broken pipe; its exit status tells the story.
     if let Err(e) = written {
         if status.success() {

@@ -22,6 +22,7 @@
 
 mod agent;
 mod check;
+mod drill;
 mod error;
 mod example;
 mod gates;
@@ -45,6 +46,7 @@ use toml::Spanned;
 pub use agent::{
     Agent, DEFAULT_AGENT_GRACE, DEFAULT_AGENT_INTERVAL, DEFAULT_AGENT_PORT, DEFAULT_AGENT_RPO,
 };
+pub use drill::{Drill, DEFAULT_HEALTH_TIMEOUT};
 pub use error::ConfigError;
 pub use example::example;
 pub use gates::{Gates, SanitySettings, DEFAULT_DEPENDED_ON};
@@ -85,6 +87,8 @@ pub struct VaultFile {
     /// Whether the file has a `[retention]` table (the agent applies retention only then).
     #[serde(skip)]
     pub retention_set: bool,
+    /// What `vault drill` checks beyond the files (`[drill]`).
+    pub drill: Drill,
 }
 
 /// The whole file as written.
@@ -103,6 +107,8 @@ struct WireFile {
     #[serde(default)]
     agent: agent::WireAgent,
     retention: Option<Spanned<retention::WireRetention>>,
+    #[serde(default)]
+    drill: drill::WireDrill,
     password: Option<Spanned<toml::Value>>,
     password_command: Option<Spanned<toml::Value>>,
     password_file: Option<Spanned<toml::Value>>,
@@ -161,6 +167,7 @@ impl VaultFile {
             }
             None => Retention::default(),
         };
+        let drill = wire.drill.check(&ctx, &sources)?;
         Ok(VaultFile {
             vault,
             template_only,
@@ -170,6 +177,7 @@ impl VaultFile {
             agent,
             retention,
             retention_set,
+            drill,
         })
     }
 

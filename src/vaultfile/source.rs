@@ -327,7 +327,11 @@ fn pg_connection(
 }
 
 /// A libpq connection URI without a password in it.
-fn check_pg_url(ctx: &Ctx<'_>, url: &Spanned<String>, what: &str) -> Result<(), ConfigError> {
+pub(super) fn check_pg_url(
+    ctx: &Ctx<'_>,
+    url: &Spanned<String>,
+    what: &str,
+) -> Result<(), ConfigError> {
     let text = url.get_ref();
     let Some(rest) = text
         .strip_prefix("postgresql://")

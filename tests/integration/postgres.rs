@@ -1,7 +1,8 @@
 //! PostgreSQL sources against a real server: Debian's PostgreSQL started by the test (`initdb` and
 //! `pg_ctl` on a loopback port in the fixture, as nobody when the tests run as root), loaded with
 //! pgbench data, snapshotted through `pg_dump`, dropped, and restored into a new database with
-//! `vault restore --source db --to-stdout | psql`.
+//! `vault restore --source db --to-stdout | psql`; and a drill that restores the dump into a
+//! scratch database there and runs check queries and a health command.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -333,4 +334,101 @@ fn pgbench_data_round_trips_through_a_dump_and_bad_dumps_are_rejected() {
         .code(5)
         .stderr_has("source db failed");
     assert_eq!(lkg(&f).as_deref(), Some(good.as_str()));
+}
+
+#[test]
+fn drill_restores_the_dump_into_a_scratch_database_and_runs_the_checks() {
+    let f = Fixture::with_vault();
+    let pg = PgServer::start(&f);
+    pg.sql("postgres", "CREATE DATABASE bench");
+    let init = pg
+        .client("pgbench")
+        .args(["-i", "-s", "1", "-q", "bench"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let scratch = format!("postgresql://postgres@127.0.0.1:{}/postgres", pg.port);
+    let drill_config = |checks: &str| {
+        let text = format!(
+            "vault = \"{}\"\n\n[[source]]\nname = \"db\"\nkind = \"postgres\"\nhost = \"127.0.0.1\"\n\
+             port = {}\nuser = \"postgres\"\ndbname = \"bench\"\n\n[drill]\npg_scratch = \"{scratch}\"\n\
+             health_command = [\"sh\", \"-c\", \"test -s db/bench.sql && psql -X -At -d \\\"$VAULT_DRILL_PG_DB\\\" -c 'SELECT count(*) FROM pgbench_branches'\"]\n\n\
+             [drill.checks]\ndb = [{checks}]\n",
+            f.vault().display(),
+            pg.port
+        );
+        fs::write(f.path("vault.toml"), text).unwrap();
+    };
+    drill_config("\"SELECT count(*) = 100000 FROM pgbench_accounts\", \"SELECT count(*) FROM pgbench_tellers\"");
+    let empty = f.path("empty-bin");
+    fs::create_dir_all(&empty).unwrap();
+    let path = path_with(&empty, &pg);
+    f.cmd_in(f.root())
+        .env("PATH", &path)
+        .args(["snapshot", "--json"])
+        .run()
+        .success();
+
+    let r = f
+        .cmd_in(f.root())
+        .env("PATH", &path)
+        .args(["--json", "drill"])
+        .run()
+        .success()
+        .json();
+    let report = &r["report"];
+    assert_eq!(report["ok"], true, "{report:#}");
+    let db = &report["databases"][0];
+    assert_eq!(db["source"], "db");
+    assert_eq!(db["restored"], true, "{db:#}");
+    assert_eq!(db["checks"].as_array().unwrap().len(), 2);
+    assert!(
+        db["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["passed"] == true),
+        "{db:#}"
+    );
+    assert_eq!(db["checks"][1]["result"], "10", "{db:#}");
+    assert_eq!(report["health"]["passed"], true, "{report:#}");
+    assert_eq!(report["health"]["output"], "1", "{report:#}");
+    // The scratch database is gone, the source database untouched.
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'atlasvault_drill%'"
+        ),
+        "0"
+    );
+    let md = fs::read_to_string(r["path"].as_str().unwrap().replace(".json", ".md")).unwrap();
+    assert!(
+        md.contains("database `db`") && md.contains("2/2 checks passed"),
+        "{md}"
+    );
+
+    // A check that does not hold fails the drill, and says which.
+    drill_config("\"SELECT count(*) = 5 FROM pgbench_accounts\"");
+    let bad = f.cmd_in(f.root()).env("PATH", &path).arg("drill").run();
+    assert_ne!(bad.code, Some(0), "{bad:?}");
+    assert!(
+        bad.stdout
+            .contains("check failed: SELECT count(*) = 5 FROM pgbench_accounts gave \"f\""),
+        "{}",
+        bad.stdout
+    );
+    // A scratch URL with a password is refused before anything runs.
+    f.cmd_in(f.root())
+        .env("PATH", &path)
+        .args([
+            "drill",
+            "--pg-scratch",
+            &format!(
+                "postgresql://postgres:secret@127.0.0.1:{}/postgres",
+                pg.port
+            ),
+        ])
+        .run()
+        .one_line_error(2);
 }

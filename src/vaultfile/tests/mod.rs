@@ -45,7 +45,7 @@ fn fully_populated() -> VaultFile {
                 },
             },
             Source {
-                name: "erp".into(),
+                name: "erp-db".into(),
                 kind: SourceKind::Postgres {
                     connection: PgConnection::Params {
                         host: Some("localhost".into()),
@@ -129,6 +129,12 @@ fn fully_populated() -> VaultFile {
             keep_yearly: Keep::Unlimited,
         },
         retention_set: true,
+        drill: Drill {
+            pg_scratch: Some("postgresql://pg@127.0.0.1:5433/postgres".into()),
+            checks: [("erp-db".to_string(), strings(&["SELECT 1"]))].into(),
+            health_command: Some(strings(&["curl", "-f", "localhost:8080/health"])),
+            health_timeout: 2 * MIN,
+        },
     }
 }
 

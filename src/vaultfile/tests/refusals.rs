@@ -343,3 +343,35 @@ fn shape_errors_name_the_table_not_the_rust_type() {
     ));
     assert_eq!(file.map(|f| f.sources.len()).ok(), Some(1));
 }
+
+#[test]
+fn drill_checks_name_postgres_sources_and_urls_hold_no_password() {
+    let pg = "[[source]]\nname = \"db\"\nkind = \"postgres\"\ndbname = \"x\"\n";
+    let ok = parse(&with(&format!(
+        "{pg}[drill]\npg_scratch = \"postgresql://pg@h/postgres\"\n[drill.checks]\ndb = [\"SELECT 1\"]\n"
+    )))
+    .unwrap();
+    assert_eq!(ok.drill.checks["db"], vec!["SELECT 1".to_string()]);
+    for (rest, says) in [
+        (
+            "[drill.checks]\nnope = [\"SELECT 1\"]\n",
+            "no postgres source named `nope`",
+        ),
+        ("[drill.checks]\ndb = [\" \"]\n", "a check query is empty"),
+        (
+            "[drill]\npg_scratch = \"postgresql://pg:pw@h/postgres\"\n",
+            "holds a password",
+        ),
+        (
+            "[drill]\nhealth_command = []\n",
+            "must start with the program",
+        ),
+        ("[drill]\nhealth_timeout = \"0s\"\n", "longer than zero"),
+        ("[drill]\nhealth = 1\n", "unknown field"),
+    ] {
+        let err = parse(&with(&format!("{pg}{rest}")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{rest}: {err}");
+    }
+}

@@ -5,15 +5,21 @@
 //! re-chunked along the stored chunk boundaries, and each piece must hash to the chunk id the
 //! snapshot's tree records (symlinks must point where the tree says). It re-runs the gates, and
 //! measures RTO (start to verified restore) and RPO (the restored data's age at the start). The
-//! report goes to `VAULT/drills/` as JSON and Markdown, and into the audit log. Restoring
-//! PostgreSQL dumps into a scratch database with check queries, and a health command against the
-//! restored data, are not done yet (see README.md, *Limits*).
+//! report goes to `VAULT/drills/` as JSON and Markdown, and into the audit log. With a scratch
+//! PostgreSQL server it restores each postgres dump into a fresh database there and runs the
+//! check queries of `[drill.checks]`; with `[drill] health_command` it runs that command in the
+//! restored tree (see [`rehearse`]). RTO runs until all of that has passed.
 
+mod rehearse;
+
+pub use rehearse::{CheckResult, DbRehearsal, HealthResult};
+
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +40,7 @@ pub const DRILLS_DIR: &str = "drills";
 const MISMATCHES_SHOWN: usize = 50;
 
 /// How to drill.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DrillOptions {
     /// The snapshot (id, prefix or `latest`); `None`: the last-known-good.
     pub snapshot: Option<String>,
@@ -44,6 +50,13 @@ pub struct DrillOptions {
     pub keep: bool,
     /// Where the vault was read from, for the report (`local` or a remote URL).
     pub source: String,
+    /// A PostgreSQL server to restore postgres dumps into (maintenance database URL).
+    pub pg_scratch: Option<String>,
+    /// Check queries per postgres source.
+    pub checks: BTreeMap<String, Vec<String>>,
+    /// Run in the restored tree once everything is restored.
+    pub health_command: Option<Vec<String>>,
+    pub health_timeout: Duration,
 }
 
 /// What a drill found.
@@ -70,7 +83,28 @@ pub struct DrillReport {
     pub more_mismatches: usize,
     /// The restored tree, when kept.
     pub scratch: Option<String>,
+    /// Postgres dumps restored into scratch databases, with their checks.
+    #[serde(default)]
+    pub databases: Vec<DbRehearsal>,
+    /// The health command, when configured.
+    #[serde(default)]
+    pub health: Option<HealthResult>,
     pub ok: bool,
+}
+
+impl Default for DrillOptions {
+    fn default() -> Self {
+        DrillOptions {
+            snapshot: None,
+            scratch: None,
+            keep: false,
+            source: "local".into(),
+            pg_scratch: None,
+            checks: BTreeMap::new(),
+            health_command: None,
+            health_timeout: crate::vaultfile::DEFAULT_HEALTH_TIMEOUT,
+        }
+    }
 }
 
 impl DrillReport {
@@ -119,6 +153,44 @@ impl DrillReport {
         ];
         for (k, v) in rows {
             s.push_str(&format!("| {k} | {v} |\n"));
+        }
+        for d in &self.databases {
+            let checks = d.checks.iter().filter(|c| c.passed).count();
+            s.push_str(&format!(
+                "| database `{}` | {} |\n",
+                d.source,
+                match &d.error {
+                    Some(e) if !d.restored =>
+                        format!("{}: {e}", if d.ok { "skipped" } else { "FAILED" }),
+                    _ => format!(
+                        "restored in {:.1} s into `{}`, {checks}/{} checks passed",
+                        d.restore_ms as f64 / 1000.0,
+                        d.database,
+                        d.checks.len()
+                    ),
+                }
+            ));
+        }
+        if let Some(h) = &self.health {
+            s.push_str(&format!(
+                "| health command `{}` | {} |\n",
+                h.command.join(" "),
+                if h.passed {
+                    "passed".to_string()
+                } else if h.timed_out {
+                    "FAILED: timed out".to_string()
+                } else {
+                    format!("FAILED: exit {:?}", h.exit_code)
+                }
+            ));
+        }
+        for d in &self.databases {
+            for c in d.checks.iter().filter(|c| !c.passed) {
+                s.push_str(&format!(
+                    "\n- check on `{}` failed: `{}` gave `{}`\n",
+                    d.source, c.query, c.result
+                ));
+            }
         }
         for (title, list) in [
             ("Not restored", &self.restore_errors),
@@ -176,9 +248,31 @@ pub fn drill(vault: &Vault, opts: &DrillOptions) -> Result<(DrillReport, PathBuf
         &Progress::hidden(),
     )?;
     let (mismatches, more) = compare(vault, &manifest.tree, &scratch)?;
+    let stamp = started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        .to_string();
+    let rehearsal = rehearse::Rehearsal {
+        pg_scratch: opts.pg_scratch.as_deref(),
+        checks: &opts.checks,
+        stamp: &stamp,
+        keep: opts.keep,
+    };
+    let mut dbs = rehearse::databases(&rehearsal, &manifest.streams, &scratch);
+    let health = opts
+        .health_command
+        .as_ref()
+        .map(|argv| rehearse::health(argv, opts.health_timeout, &scratch, &dbs));
     let rto = t0.elapsed();
+    rehearse::drop_databases(&rehearsal, &mut dbs);
+    let databases: Vec<DbRehearsal> = dbs.into_iter().map(|(d, _)| d).collect();
     let gates_passed = gates::all_passed(&gates);
-    let ok = gates_passed && mismatches.is_empty() && restored.errors.is_empty();
+    let ok = gates_passed
+        && mismatches.is_empty()
+        && restored.errors.is_empty()
+        && databases.iter().all(|d| d.ok)
+        && health.as_ref().is_none_or(|h| h.passed);
     let kept = opts.keep.then(|| scratch.display().to_string());
     match (opts.keep, tmp) {
         (true, Some(t)) => {
@@ -205,6 +299,8 @@ pub fn drill(vault: &Vault, opts: &DrillOptions) -> Result<(DrillReport, PathBuf
         mismatches,
         more_mismatches: more,
         scratch: kept,
+        databases,
+        health,
         ok,
     };
     let path = write_report(vault, &id, started, &report)?;
