@@ -96,9 +96,11 @@ pub struct PruneReport {
     pub packs_spared: usize,
     /// Snapshots written while the prune marked, checked before anything was deleted.
     pub snapshots_rechecked: usize,
-    /// Referenced bytes left in packs that stay (not repacked: under the threshold).
+    /// Unused bytes left in packs that stay (not repacked: under the threshold).
     pub bytes_unused_left: u64,
     pub duration_ms: u64,
+    /// How long the delete phase held the exclusive lock (the only time a snapshot waits).
+    pub exclusive_ms: u64,
 }
 
 /// Where the packs being pruned live.
@@ -162,7 +164,9 @@ pub fn prune(vault: &mut Vault, opts: &PruneOptions, progress: &Progress) -> Res
     let mut doomed: HashSet<PackId> = plan.unused.iter().copied().collect();
     doomed.extend(plan.repack.iter().map(|(id, _)| *id));
     vault.relock(LockMode::Exclusive, Some(opts.delete_wait))?;
+    let alone = Instant::now();
     let outcome = recheck_and_delete(vault, &plan, doomed, Store::Local, &mut report);
+    report.exclusive_ms = alone.elapsed().as_millis() as u64;
     // Back to shared whatever happened, so the caller holds what it gave.
     let relocked = vault.relock(LockMode::Shared, Some(opts.delete_wait));
     outcome?;
@@ -231,6 +235,7 @@ pub fn prune_remote(
     doomed.extend(plan.repack.iter().map(|(id, _)| *id));
     drop(remote);
     local.relock(LockMode::Exclusive, Some(opts.delete_wait))?;
+    let alone = Instant::now();
     // Listed again, now that no push of ours runs: new manifests and packs come in.
     let outcome =
         crate::remote::open(backend.clone(), cache_base, None, secrets).and_then(|mut fresh| {
@@ -242,6 +247,7 @@ pub fn prune_remote(
                 &mut report,
             )
         });
+    report.exclusive_ms = alone.elapsed().as_millis() as u64;
     let relocked = local.relock(LockMode::Shared, Some(opts.delete_wait));
     outcome?;
     relocked?;

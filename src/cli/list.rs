@@ -458,13 +458,14 @@ pub(super) fn prune(ctx: &mut Ctx, a: &PruneArgs) -> Result<i32> {
     if !r.dry_run {
         say!(
             out,
-            "deleted {} packs ({}), wrote {} ({}); {} snapshots written meanwhile re-checked, {} packs spared",
+            "deleted {} packs ({}), wrote {} ({}); {} snapshots written meanwhile re-checked, {} packs spared; exclusive lock held {} ms",
             r.packs_deleted,
             human_bytes(r.bytes_deleted),
             r.packs_written,
             human_bytes(r.bytes_written),
             r.snapshots_rechecked,
-            r.packs_spared
+            r.packs_spared,
+            r.exclusive_ms
         );
     }
     say!(
