@@ -61,23 +61,30 @@ impl Index {
             path: path.into(),
             source,
         };
-        let conn = Connection::open(path).map_err(err)?;
+        let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(err)?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
             .map_err(err)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(err)?;
-        let fresh = version != SCHEMA_VERSION;
-        if fresh {
+        let version =
+            |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+        let mut fresh = false;
+        if version(&conn).map_err(err)? != SCHEMA_VERSION {
             // An older layout (or a new file): start empty; the opener's reconcile refills it
-            // from the trailers. One transaction, so a concurrent reader sees old or new.
-            conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; {SCHEMA} \
-                 PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .map_err(err)?;
+            // from the trailers. One write transaction that looks again, so two processes
+            // opening at once migrate once and a concurrent reader sees old or new.
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(err)?;
+            if version(&tx).map_err(err)? != SCHEMA_VERSION {
+                tx.execute_batch(&format!(
+                    "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; {SCHEMA} \
+                     PRAGMA user_version = {SCHEMA_VERSION};"
+                ))
+                .map_err(err)?;
+                fresh = true;
+            }
+            tx.commit().map_err(err)?;
         }
         Ok(Index {
             conn,

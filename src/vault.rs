@@ -202,7 +202,8 @@ impl Vault {
             }
         }
         let index = Index::open(&root.join(INDEX_FILE))?;
-        let index_missing = index.is_fresh();
+        // Fresh, or emptied by another process's migration that has not refilled it yet.
+        let index_missing = index.is_fresh() || index.packs()?.is_empty();
         let mut v = Vault {
             root: root.into(),
             config,
