@@ -15,9 +15,9 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::pack::PackEntry;
 
-/// Bumped when the tables change; an index of another version is dropped and rebuilt from the
-/// pack trailers (it is a cache). Version 2 lets a blob sit in several packs (a prune's repacked
-/// copy beside the original until the original is deleted).
+/// Bumped when the tables change; `Index::open` migrates older layouts in place. Version 2 lets a
+/// blob sit in several packs (a prune's repacked copy beside the original until the original is
+/// deleted); version 1 had the blob id alone as key.
 const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
@@ -77,12 +77,29 @@ impl Index {
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(err)?;
             if version(&tx).map_err(err)? != SCHEMA_VERSION {
-                tx.execute_batch(&format!(
-                    "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; {SCHEMA} \
-                     PRAGMA user_version = {SCHEMA_VERSION};"
-                ))
-                .map_err(err)?;
-                fresh = true;
+                let had_blobs: bool = tx
+                    .query_row(
+                        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'blobs'",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(err)?;
+                if had_blobs {
+                    // Version 1 (one row per blob id): same columns, wider key; the rows move
+                    // over in this transaction, so no reader ever sees the index empty.
+                    tx.execute_batch(&format!(
+                        "ALTER TABLE blobs RENAME TO blobs_v1; DROP INDEX IF EXISTS blobs_by_pack; \
+                         {SCHEMA} \
+                         INSERT OR IGNORE INTO blobs SELECT id, pack, kind, compression, offset, \
+                         stored_len, raw_len FROM blobs_v1; DROP TABLE blobs_v1;"
+                    ))
+                    .map_err(err)?;
+                } else {
+                    tx.execute_batch(SCHEMA).map_err(err)?;
+                    fresh = true;
+                }
+                tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
+                    .map_err(err)?;
             }
             tx.commit().map_err(err)?;
         }
@@ -168,6 +185,15 @@ impl Index {
                 .map_err(err)?;
         }
         tx.commit().map_err(err)
+    }
+
+    /// Makes every committed change durable (a WAL checkpoint, which fsyncs): with
+    /// `synchronous=NORMAL` a commit can be lost to a power cut, and prune must not delete pack
+    /// files while rows pointing at them could come back.
+    pub fn make_durable(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
+            .map_err(|e| self.err(e))
     }
 
     /// Empties the index (before a rebuild).
@@ -321,10 +347,35 @@ mod tests {
         let idx = Index::open(&dir.path().join("index.sqlite")).unwrap();
         assert!(!idx.is_fresh());
         assert_eq!(idx.packs().unwrap().len(), 1);
-        idx.conn.execute_batch("PRAGMA user_version = 1").unwrap();
         drop(idx);
-        let idx = Index::open(&dir.path().join("index.sqlite")).unwrap();
-        assert!(idx.is_fresh());
-        assert!(idx.packs().unwrap().is_empty());
+        // A version 1 index (blob id alone as key) is migrated in place, rows and all.
+        let v1 = dir.path().join("v1.sqlite");
+        let conn = Connection::open(&v1).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE packs(seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
+             CREATE TABLE blobs(id BLOB PRIMARY KEY, pack INTEGER NOT NULL, kind INTEGER NOT NULL,
+                 compression INTEGER NOT NULL, offset INTEGER NOT NULL, stored_len INTEGER NOT NULL,
+                 raw_len INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE INDEX blobs_by_pack ON blobs(pack);",
+        )
+        .unwrap();
+        conn.execute("INSERT INTO packs(id, size) VALUES (?1, 100)", [&p.0[..]])
+            .unwrap();
+        conn.execute(
+            "INSERT INTO blobs VALUES (?1, 1, 0, 1, 8, 10, 20)",
+            [&e.id.0[..]],
+        )
+        .unwrap();
+        drop(conn);
+        let mut idx = Index::open(&v1).unwrap();
+        assert!(!idx.is_fresh());
+        assert_eq!(
+            idx.locations().unwrap()[&e.id],
+            Location { pack: p, entry: e }
+        );
+        idx.add_pack(&q, 50, &[e]).unwrap();
+        let mut rows = 0;
+        idx.for_each_row(|_, _| rows += 1).unwrap();
+        assert_eq!(rows, 2, "the migrated table takes a second copy");
     }
 }

@@ -76,23 +76,51 @@ impl VaultLock {
     pub fn acquire(vault: &Path, mode: LockMode, wait: Option<Duration>) -> Result<VaultLock> {
         let deadline = wait.map(|w| Instant::now() + w);
         let holder_path = vault.join(WRITER_LOCK_FILE);
-        let writer = if mode.writes() {
-            let mut held = take(&holder_path, true, deadline, &holder_path)?;
-            held.write_holder()?;
-            Some(held)
-        } else {
-            None
-        };
-        let readers = take(
-            &vault.join(LOCK_FILE),
-            mode == LockMode::Exclusive,
-            deadline,
-            &holder_path,
-        )?;
-        Ok(VaultLock {
-            _writer: writer,
-            _readers: readers,
-        })
+        let readers_path = vault.join(LOCK_FILE);
+        match mode {
+            LockMode::Shared => Ok(VaultLock {
+                _writer: None,
+                _readers: take(&readers_path, false, deadline, &holder_path)?,
+            }),
+            LockMode::Append => {
+                let mut writer = take(&holder_path, true, deadline, &holder_path)?;
+                writer.write_holder()?;
+                let readers = take(&readers_path, false, deadline, &holder_path)?;
+                Ok(VaultLock {
+                    _writer: Some(writer),
+                    _readers: readers,
+                })
+            }
+            // Both at once or neither: holding `writer.lock` while waiting for readers to leave
+            // would stop every snapshot for as long as a restore runs.
+            LockMode::Exclusive => loop {
+                let writer = take(&holder_path, true, None, &holder_path);
+                let readers = writer
+                    .as_ref()
+                    .ok()
+                    .map(|_| take(&readers_path, true, None, &holder_path));
+                let contended = match (writer, readers) {
+                    (Ok(mut writer), Some(Ok(readers))) => {
+                        writer.write_holder()?;
+                        return Ok(VaultLock {
+                            _writer: Some(writer),
+                            _readers: readers,
+                        });
+                    }
+                    // `writer.lock`, if we got it, is released here, before the sleep.
+                    (Err(e @ Error::Locked { .. }), _)
+                    | (_, Some(Err(e @ Error::Locked { .. }))) => e,
+                    (Err(e), _) | (_, Some(Err(e))) => return Err(e),
+                    (Ok(_), None) => {
+                        unreachable!("invariant: readers is tried once writer is held")
+                    }
+                };
+                if deadline.is_none_or(|d| Instant::now() >= d) {
+                    return Err(contended);
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            },
+        }
     }
 }
 
@@ -211,5 +239,22 @@ mod tests {
         // A reader still holds `lock`: an exclusive locker waits for it, an appender does not.
         assert!(VaultLock::acquire(dir.path(), LockMode::Exclusive, None).is_err());
         let _a2 = VaultLock::acquire(dir.path(), LockMode::Append, None).unwrap();
+    }
+
+    #[test]
+    fn an_exclusive_waiting_for_readers_does_not_hold_off_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let reader = VaultLock::acquire(dir.path(), LockMode::Shared, None).unwrap();
+        let path = dir.path().to_path_buf();
+        let waiting = std::thread::spawn(move || {
+            VaultLock::acquire(&path, LockMode::Exclusive, Some(Duration::from_secs(10))).map(drop)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        // The exclusive is still waiting for the reader, yet a snapshot gets the writer lock.
+        let w = VaultLock::acquire(dir.path(), LockMode::Append, Some(Duration::from_secs(2)));
+        assert!(w.is_ok(), "{w:?}");
+        drop(w);
+        drop(reader);
+        waiting.join().unwrap().unwrap();
     }
 }

@@ -49,7 +49,9 @@ pub const DEFAULT_REPACK_THRESHOLD: f64 = 50.0;
 pub const DEFAULT_DELETE_WAIT: Duration = Duration::from_secs(30 * 60);
 
 const PRUNE_LOCK: &str = "prune.lock";
-const PRUNE_TMP: &str = "prune.tmp";
+/// In `packs/` (same file system as the packs, so the rename is atomic even when `packs/` is a
+/// mount of its own); pack listings skip dot-directories.
+const PRUNE_TMP: &str = ".prune.tmp";
 
 /// How to prune.
 #[derive(Debug, Clone)]
@@ -117,6 +119,8 @@ struct Plan {
     seen: HashSet<SnapshotId>,
     /// Trees and chunks referenced by the snapshots in `seen`.
     referenced: HashSet<BlobId>,
+    /// The trees among them (walked).
+    trees: HashSet<BlobId>,
     /// Pack → (size, bytes of blobs charged to it).
     packs: HashMap<PackId, (u64, u64)>,
     unused: Vec<PackId>,
@@ -135,7 +139,7 @@ pub fn prune(vault: &mut Vault, opts: &PruneOptions, progress: &Progress) -> Res
     }
     let started = Instant::now();
     let _prune_lock = take_prune_lock(vault.root())?;
-    let tmp = vault.root().join(PRUNE_TMP);
+    let tmp = vault.packs_dir().join(PRUNE_TMP);
     // Left by a prune that was killed: it is ours alone (prune.lock).
     if tmp.exists() {
         fs::remove_dir_all(&tmp).at(&tmp)?;
@@ -237,8 +241,8 @@ pub fn prune_remote(
     local.relock(LockMode::Exclusive, Some(opts.delete_wait))?;
     let alone = Instant::now();
     // Listed again, now that no push of ours runs: new manifests and packs come in.
-    let outcome =
-        crate::remote::open(backend.clone(), cache_base, None, secrets).and_then(|mut fresh| {
+    let outcome = crate::remote::open(backend.clone(), cache_base, Some(opts.delete_wait), secrets)
+        .and_then(|mut fresh| {
             recheck_and_delete(
                 &mut fresh,
                 &plan,
@@ -307,8 +311,9 @@ fn mark(vault: &Vault, threshold: f64, progress: &Progress) -> Result<Plan> {
     }
     let reader = vault.blob_reader()?;
     let mut referenced = HashSet::new();
+    let mut trees = HashSet::new();
     for root in roots {
-        walk(&reader, root, &mut referenced)?;
+        walk(&reader, root, &mut referenced, &mut trees)?;
         progress.inc(1);
     }
 
@@ -376,19 +381,28 @@ fn mark(vault: &Vault, threshold: f64, progress: &Progress) -> Result<Plan> {
     Ok(Plan {
         seen,
         referenced,
+        trees,
         packs,
         unused,
         repack,
     })
 }
 
-/// Adds every blob under tree `root` to `out`; a tree already in `out` was walked before.
-fn walk(reader: &BlobReader, root: BlobId, out: &mut HashSet<BlobId>) -> Result<()> {
+/// Adds every blob under tree `root` to `out`, and the trees to `trees`; a tree already in
+/// `trees` was walked before. (Trees are kept apart: a data chunk whose bytes happened to equal
+/// a tree's would otherwise stop that tree's walk.)
+fn walk(
+    reader: &BlobReader,
+    root: BlobId,
+    out: &mut HashSet<BlobId>,
+    trees: &mut HashSet<BlobId>,
+) -> Result<()> {
     let mut stack = vec![root];
     while let Some(id) = stack.pop() {
-        if !out.insert(id) {
+        if !trees.insert(id) {
             continue;
         }
+        out.insert(id);
         for e in reader.tree(&id)?.entries {
             match e.node {
                 Node::File { chunks } => out.extend(chunks),
@@ -541,13 +555,14 @@ fn recheck_and_delete(
     // Snapshots written while we marked: their new trees are walked (old subtrees are in
     // `referenced` already and stop the walk).
     let mut referenced = plan.referenced.clone();
+    let mut trees = plan.trees.clone();
     let reader = vault.blob_reader()?;
     for id in vault.snapshot_ids()? {
         if plan.seen.contains(&id) {
             continue;
         }
         if let Some(m) = vault.manifest_if_present(&id)? {
-            walk(&reader, m.tree, &mut referenced)?;
+            walk(&reader, m.tree, &mut referenced, &mut trees)?;
             report.snapshots_rechecked += 1;
         }
     }
@@ -580,6 +595,7 @@ fn recheck_and_delete(
     for id in &doomed {
         vault.index_mut().remove_pack(id)?;
     }
+    vault.index().make_durable()?;
     crashpoint::at("prune-after-index-update");
     let packs_dir = vault.packs_dir();
     let mut dirs: HashSet<PathBuf> = HashSet::new();

@@ -298,8 +298,11 @@ impl Vault {
                 + fsutil::sweep_temp_files(&self.snapshots_dir())?
                 + fsutil::sweep_temp_files(&self.root)?;
         }
-        let on_disk = self.pack_files()?;
+        // The index before the listing: a writer (or prune's phase 1) renames a pack into place
+        // before indexing it, and only prune's delete phase, under the exclusive lock, removes
+        // packs. So a pack indexed meanwhile is not taken for one that vanished.
         let indexed = self.index.packs()?;
+        let on_disk = self.pack_files()?;
         for (id, size) in &on_disk {
             if indexed.get(id) != Some(size) {
                 match self.read_trailer(id, *size) {
@@ -683,7 +686,10 @@ fn local_pack_files(dir: &Path) -> Result<HashMap<PackId, u64>> {
     let mut out = HashMap::new();
     for sub in fs::read_dir(dir).at(dir)? {
         let sub = sub.at(dir)?;
-        if !sub.file_type().at(sub.path())?.is_dir() {
+        // `.prune.tmp` and the like are not pack directories.
+        if !sub.file_type().at(sub.path())?.is_dir()
+            || sub.file_name().as_encoded_bytes().starts_with(b".")
+        {
             continue;
         }
         for f in fs::read_dir(sub.path()).at(sub.path())? {

@@ -180,7 +180,7 @@ fn kill_9_at_each_step_of_a_prune_leaves_a_vault_that_verifies() {
             "{point}: {left} bytes of packs left, the forgotten file's bytes were not reclaimed"
         );
         assert!(
-            !f.vault().join("prune.tmp").exists(),
+            !f.vault().join("packs/.prune.tmp").exists(),
             "{point}: prune.tmp left behind"
         );
     }
