@@ -26,10 +26,16 @@ if ! command -v s3s-fs >/dev/null 2>&1 && ! [[ -x "$HOME/.cargo/bin/s3s-fs" ]]; 
     echo "test.sh: installing s3s-fs 0.14.1 for the S3 remote tests" >&2
     cargo install s3s-fs@0.14.1 --features binary --locked --quiet
 fi
-cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
-cargo test --doc
+# Each stage says how long it took, so a slow CI run shows where the time went.
+stage() {
+    local t=$SECONDS
+    "$@"
+    echo "test.sh: '$*' took $((SECONDS - t)) s (total $SECONDS s)" >&2
+}
+stage cargo fmt --all -- --check
+stage cargo clippy --all-targets -- -D warnings
+stage cargo test --all-targets
+stage cargo test --doc
 # Every decoder's cargo-fuzz target, briefly: 10 s each here, which keeps the whole suite under
 # 20 minutes on 2 cores (FUZZ_SECONDS=N for more; scripts/fuzz-smoke.sh alone defaults to 20).
-FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz-smoke.sh
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" stage bash scripts/fuzz-smoke.sh
