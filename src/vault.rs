@@ -39,6 +39,18 @@ const KEYS_DIR: &str = "keys";
 const KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
 /// Open pack files kept for reading before the cache is emptied (stays well under fd limits).
 const OPEN_PACKS_MAX: usize = 256;
+/// Bytes of opened tree blobs kept for the vault's readers (emptied when full).
+const TREE_CACHE_BYTES: usize = 32 << 20;
+
+/// Opened tree blobs, shared by every reader of one open vault. Trees are immutable and named by
+/// their content, so an entry never goes stale; the gates walk the same trees several times per
+/// snapshot (and a snapshot's unchanged directories are its parent's trees), which this saves
+/// decrypting and decompressing again.
+#[derive(Default)]
+struct TreeCache {
+    trees: HashMap<BlobId, Arc<Vec<u8>>>,
+    bytes: usize,
+}
 
 /// A snapshot's id with its manifest.
 pub type Snapshot = (SnapshotId, Manifest);
@@ -56,6 +68,7 @@ pub struct Vault {
     mode: LockMode,
     /// Held while the vault is open (`None` only inside [`Vault::relock`], or after it failed).
     lock: Option<VaultLock>,
+    trees: Arc<Mutex<TreeCache>>,
 }
 
 /// Where a vault's packs are read from.
@@ -216,6 +229,7 @@ impl Vault {
             },
             mode,
             lock: Some(lock),
+            trees: Arc::default(),
         };
         if mode.writes() || index_missing {
             v.reconcile()?;
@@ -232,6 +246,11 @@ impl Vault {
     /// again; a writer then reconciles the index with `packs/`.
     pub fn relock(&mut self, mode: LockMode, wait: Option<Duration>) -> Result<()> {
         self.lock = None;
+        // Packs may go while unlocked: cached trees must be read (and found) again.
+        *self
+            .trees
+            .lock()
+            .expect("invariant: tree cache lock is not poisoned") = TreeCache::default();
         self.lock = Some(VaultLock::acquire(&self.root, mode, wait)?);
         self.mode = mode;
         if mode.writes() {
@@ -555,6 +574,7 @@ impl Vault {
             crypto: self.crypto.clone(),
             locations: self.index.locations()?,
             files: Mutex::new(HashMap::new()),
+            trees: self.trees.clone(),
         })
     }
 }
@@ -565,6 +585,7 @@ pub struct BlobReader {
     crypto: Crypto,
     locations: HashMap<BlobId, Location>,
     files: Mutex<HashMap<PackId, Arc<File>>>,
+    trees: Arc<Mutex<TreeCache>>,
 }
 
 impl BlobReader {
@@ -676,7 +697,31 @@ impl BlobReader {
 
     /// Reads and decodes a tree blob.
     pub fn tree(&self, id: &BlobId) -> Result<Tree> {
-        let bytes = self.read(id)?;
+        let cached = self
+            .trees
+            .lock()
+            .expect("invariant: tree cache lock is not poisoned")
+            .trees
+            .get(id)
+            .cloned();
+        let bytes = match cached {
+            Some(b) => b,
+            None => {
+                let b = Arc::new(self.read(id)?);
+                let mut cache = self
+                    .trees
+                    .lock()
+                    .expect("invariant: tree cache lock is not poisoned");
+                if cache.bytes + b.len() > TREE_CACHE_BYTES {
+                    *cache = TreeCache::default();
+                }
+                if b.len() <= TREE_CACHE_BYTES {
+                    cache.bytes += b.len();
+                    cache.trees.insert(*id, b.clone());
+                }
+                b
+            }
+        };
         Tree::decode(&bytes).map_err(|r| Error::corrupt(format!("tree {id}"), r))
     }
 }
@@ -838,6 +883,36 @@ mod tests {
             again.manifest.stats.bytes_stored, 0,
             "data already in a pack is reused"
         );
+    }
+
+    #[test]
+    fn trees_are_read_once_per_open_vault_and_again_after_a_relock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        fs::create_dir_all(data.join("sub")).unwrap();
+        fs::write(data.join("sub/f"), b"bytes").unwrap();
+        let root = tmp.path().join("v");
+        let secrets = init_encrypted(&root);
+        let mut v = Vault::open(&root, LockMode::Append, None, &secrets).unwrap();
+        let opts = SnapshotOptions {
+            paths: vec![data],
+            ..Default::default()
+        };
+        let done = snapshot(&mut v, &opts, &Progress::hidden()).unwrap();
+        let root_tree = done.manifest.tree;
+        let first = v.blob_reader().unwrap().tree(&root_tree).unwrap();
+        // With the packs gone, a new reader of the same open vault still has the tree...
+        let packs = root.join("packs");
+        let moved = tmp.path().join("packs-away");
+        fs::rename(&packs, &moved).unwrap();
+        fs::create_dir(&packs).unwrap();
+        let again = v.blob_reader().unwrap().tree(&root_tree).unwrap();
+        assert_eq!(first.entries.len(), again.entries.len());
+        // ...until the lock is traded: then it is read from the packs again, and missed.
+        v.relock(LockMode::Shared, None).unwrap();
+        assert!(v.blob_reader().unwrap().tree(&root_tree).is_err());
+        fs::remove_dir(&packs).unwrap();
+        fs::rename(&moved, &packs).unwrap();
     }
 
     #[test]
