@@ -52,6 +52,8 @@ pub struct Index {
     path: PathBuf,
     /// Opening created the tables (a new file, or one of an older layout).
     fresh: bool,
+    /// Changes made through this connection (SQLite's `data_version` counts the others').
+    local_changes: u64,
 }
 
 impl Index {
@@ -107,7 +109,18 @@ impl Index {
             conn,
             path: path.into(),
             fresh,
+            local_changes: 0,
         })
+    }
+
+    /// A value that differs whenever the index's content may have changed since it was last
+    /// taken, by this connection or any other (a writer indexes packs on its own connection).
+    pub fn version(&self) -> Result<(i64, u64)> {
+        let theirs: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        Ok((theirs, self.local_changes))
     }
 
     /// True when opening created the tables: the index is empty and needs a reconcile.
@@ -124,6 +137,7 @@ impl Index {
 
     /// Records a durable pack and all its blobs in one transaction.
     pub fn add_pack(&mut self, id: &PackId, size: u64, entries: &[PackEntry]) -> Result<()> {
+        self.local_changes += 1;
         let path = self.path.clone();
         let err = |source| Error::Index {
             path: path.clone(),
@@ -166,6 +180,7 @@ impl Index {
     /// Forgets a pack and its blobs (used when the pack file is gone). Copies of its blobs in
     /// other packs stay indexed.
     pub fn remove_pack(&mut self, id: &PackId) -> Result<()> {
+        self.local_changes += 1;
         let path = self.path.clone();
         let err = |source| Error::Index {
             path: path.clone(),
@@ -198,6 +213,7 @@ impl Index {
 
     /// Empties the index (before a rebuild).
     pub fn clear(&mut self) -> Result<()> {
+        self.local_changes += 1;
         self.conn
             .execute_batch("DELETE FROM blobs; DELETE FROM packs;")
             .map_err(|e| self.err(e))
@@ -308,6 +324,29 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_moves_with_changes_from_any_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let mut a = Index::open(&path).unwrap();
+        let mut b = Index::open(&path).unwrap();
+        let e = PackEntry {
+            id: BlobId::of(b"x"),
+            kind: BlobKind::Data,
+            compression: Compression::None,
+            offset: 8,
+            stored_len: 1,
+            raw_len: 1,
+        };
+        let v0 = a.version().unwrap();
+        assert_eq!(a.version().unwrap(), v0, "nothing changed");
+        b.add_pack(&PackId([1; 32]), 10, &[e]).unwrap();
+        let v1 = a.version().unwrap();
+        assert_ne!(v1, v0, "another connection's commit shows");
+        a.add_pack(&PackId([2; 32]), 10, &[e]).unwrap();
+        assert_ne!(a.version().unwrap(), v1, "our own change shows");
+    }
 
     #[test]
     fn add_list_remove() {

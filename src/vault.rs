@@ -69,7 +69,13 @@ pub struct Vault {
     /// Held while the vault is open (`None` only inside [`Vault::relock`], or after it failed).
     lock: Option<VaultLock>,
     trees: Arc<Mutex<TreeCache>>,
+    /// The index's location map with the index version it was read at: the gates run twice per
+    /// snapshot and each needs a reader, which would otherwise read every row again.
+    locations: Mutex<Option<(IndexVersion, Locations)>>,
 }
+
+type IndexVersion = (i64, u64);
+type Locations = Arc<HashMap<BlobId, Location>>;
 
 /// Where a vault's packs are read from.
 #[derive(Clone)]
@@ -230,6 +236,7 @@ impl Vault {
             mode,
             lock: Some(lock),
             trees: Arc::default(),
+            locations: Mutex::new(None),
         };
         if mode.writes() || index_missing {
             v.reconcile()?;
@@ -567,12 +574,29 @@ impl Vault {
         Ok(id)
     }
 
+    /// The full location map, read again only when the index changed since the last time.
+    fn locations(&self) -> Result<Locations> {
+        let version = self.index.version()?;
+        let mut cached = self
+            .locations
+            .lock()
+            .expect("invariant: location cache lock is not poisoned");
+        if let Some((v, map)) = cached.as_ref() {
+            if *v == version {
+                return Ok(map.clone());
+            }
+        }
+        let map = Arc::new(self.index.locations()?);
+        *cached = Some((version, map.clone()));
+        Ok(map)
+    }
+
     /// A reader of blobs backed by the full location map (one query, then no SQLite).
     pub fn blob_reader(&self) -> Result<BlobReader> {
         Ok(BlobReader {
             packs: self.packs.clone(),
             crypto: self.crypto.clone(),
-            locations: self.index.locations()?,
+            locations: self.locations()?,
             files: Mutex::new(HashMap::new()),
             trees: self.trees.clone(),
         })
@@ -583,7 +607,7 @@ impl Vault {
 pub struct BlobReader {
     packs: PackSource,
     crypto: Crypto,
-    locations: HashMap<BlobId, Location>,
+    locations: Locations,
     files: Mutex<HashMap<PackId, Arc<File>>>,
     trees: Arc<Mutex<TreeCache>>,
 }
