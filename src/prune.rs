@@ -150,7 +150,7 @@ pub fn prune(vault: &mut Vault, opts: &PruneOptions, progress: &Progress) -> Res
     vault.reconcile()?;
     let plan = mark(vault, opts.repack_threshold, progress)?;
     let mut report = plan.report_base(opts.dry_run);
-    if opts.dry_run {
+    if opts.dry_run || plan.is_empty() {
         report.bytes_reclaimed = plan.estimated_reclaim();
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
@@ -223,7 +223,7 @@ pub fn prune_remote(
     }
     let plan = mark(&remote, opts.repack_threshold, progress)?;
     let mut report = plan.report_base(opts.dry_run);
-    if opts.dry_run {
+    if opts.dry_run || plan.is_empty() {
         report.bytes_reclaimed = plan.estimated_reclaim();
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
@@ -415,6 +415,11 @@ fn walk(
 }
 
 impl Plan {
+    /// Nothing to delete or repack: no new packs, no exclusive lock.
+    fn is_empty(&self) -> bool {
+        self.unused.is_empty() && self.repack.is_empty()
+    }
+
     fn report_base(&self, dry_run: bool) -> PruneReport {
         let doomed: HashSet<&PackId> = self
             .unused
