@@ -219,6 +219,13 @@ impl Index {
             .map_err(|e| self.err(e))
     }
 
+    /// True when no pack is indexed (one cheap query, for every open).
+    pub fn is_empty(&self) -> Result<bool> {
+        self.conn
+            .query_row("SELECT NOT EXISTS (SELECT 1 FROM packs)", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
     /// Every indexed pack with its recorded size.
     pub fn packs(&self) -> Result<HashMap<PackId, u64>> {
         let mut stmt = self
@@ -353,6 +360,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut idx = Index::open(&dir.path().join("index.sqlite")).unwrap();
         assert!(idx.is_fresh());
+        assert!(idx.is_empty().unwrap());
         let e = PackEntry {
             id: BlobId::of(b"a"),
             kind: BlobKind::Data,
@@ -385,6 +393,7 @@ mod tests {
         drop(idx);
         let idx = Index::open(&dir.path().join("index.sqlite")).unwrap();
         assert!(!idx.is_fresh());
+        assert!(!idx.is_empty().unwrap());
         assert_eq!(idx.packs().unwrap().len(), 1);
         drop(idx);
         // A version 1 index (blob id alone as key) is migrated in place, rows and all.

@@ -140,53 +140,18 @@ pub fn prune(vault: &mut Vault, opts: &PruneOptions, progress: &Progress) -> Res
     let started = Instant::now();
     let _prune_lock = take_prune_lock(vault.root())?;
     let tmp = vault.packs_dir().join(PRUNE_TMP);
-    // Left by a prune that was killed: it is ours alone (prune.lock).
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).at(&tmp)?;
-    }
-
     // Packs a crashed writer or prune left unindexed are judged too (indexing is idempotent,
     // so this is safe beside a writer).
     vault.reconcile()?;
-    let plan = mark(vault, opts.repack_threshold, progress)?;
-    let mut report = plan.report_base(opts.dry_run);
-    if opts.dry_run || plan.is_empty() {
-        report.bytes_reclaimed = plan.estimated_reclaim();
+    let (plan, mut report, doomed) = phase_one(vault, Store::Local, &tmp, opts, progress)?;
+    let Some(doomed) = doomed else {
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
-    }
-
-    // Phase 1b: copy the used blobs of the packs to repack into new packs (durable, indexed).
-    fsutil::create_dir_durable(&tmp)?;
-    let written = repack(vault, &plan, &tmp, Store::Local, progress)?;
-    report.packs_written = written.len();
-    report.bytes_written = written.iter().map(|(_, size)| size).sum();
-    crashpoint::at("prune-after-repack");
-    crashpoint::pause("prune-before-delete");
-
-    // Phase 2: alone, re-check and delete.
-    let mut doomed: HashSet<PackId> = plan.unused.iter().copied().collect();
-    doomed.extend(plan.repack.iter().map(|(id, _)| *id));
-    vault.relock(LockMode::Exclusive, Some(opts.delete_wait))?;
-    let alone = Instant::now();
-    let outcome = recheck_and_delete(vault, &plan, doomed, Store::Local, &mut report);
-    report.exclusive_ms = alone.elapsed().as_millis() as u64;
-    // Back to shared whatever happened, so the caller holds what it gave.
-    let relocked = vault.relock(LockMode::Shared, Some(opts.delete_wait));
-    outcome?;
-    relocked?;
-    fs::remove_dir_all(&tmp).at(&tmp)?;
-    report.bytes_reclaimed = report.bytes_deleted.saturating_sub(report.bytes_written);
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    vault.audit(
-        &AuditRecord::new("prune", None, "ok").with_detail(serde_json::json!({
-            "packs_deleted": report.packs_deleted,
-            "packs_written": report.packs_written,
-            "packs_spared": report.packs_spared,
-            "bytes_reclaimed": report.bytes_reclaimed,
-        })),
-    )?;
-    Ok(report)
+    };
+    alone(vault, opts, &mut report, |vault, report| {
+        recheck_and_delete(vault, &plan, doomed, Store::Local, report)
+    })?;
+    finish(report, started, &tmp, vault, None)
 }
 
 /// Prunes a remote the way [`prune`] prunes the local vault. The remote is read and written
@@ -218,57 +183,93 @@ pub fn prune_remote(
     }
     let _prune_lock = take_prune_lock(remote.root())?;
     let tmp = remote.root().join(PRUNE_TMP);
+    let store = Store::Remote(&backend);
+    let (plan, mut report, doomed) = phase_one(&mut remote, store, &tmp, opts, progress)?;
+    drop(remote);
+    let Some(doomed) = doomed else {
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    };
+    alone(local, opts, &mut report, |_, report| {
+        // Listed again, now that no push of ours runs: new manifests and packs come in.
+        let mut fresh =
+            crate::remote::open(backend.clone(), cache_base, Some(opts.delete_wait), secrets)?;
+        recheck_and_delete(&mut fresh, &plan, doomed, store, report)
+    })?;
+    finish(report, started, &tmp, local, Some(&location))
+}
+
+/// Phase 1 on `vault`: marks, then (unless dry, or nothing is to go) copies the used blobs of
+/// the packs to repack into new packs, staged in `tmp` (durable and indexed when this returns).
+/// Returns the plan, the report so far, and the packs to delete (`None`: the prune ends here).
+fn phase_one(
+    vault: &mut Vault,
+    store: Store<'_>,
+    tmp: &Path,
+    opts: &PruneOptions,
+    progress: &Progress,
+) -> Result<(Plan, PruneReport, Option<HashSet<PackId>>)> {
+    // Left by a prune that was killed: it is ours alone (prune.lock).
     if tmp.exists() {
-        fs::remove_dir_all(&tmp).at(&tmp)?;
+        fs::remove_dir_all(tmp).at(tmp)?;
     }
-    let plan = mark(&remote, opts.repack_threshold, progress)?;
+    let plan = mark(vault, opts.repack_threshold, progress)?;
     let mut report = plan.report_base(opts.dry_run);
     if opts.dry_run || plan.is_empty() {
         report.bytes_reclaimed = plan.estimated_reclaim();
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        return Ok(report);
+        return Ok((plan, report, None));
     }
-    fsutil::create_dir_durable(&tmp)?;
-    let written = repack(&mut remote, &plan, &tmp, Store::Remote(&backend), progress)?;
+    fsutil::create_dir_durable(tmp)?;
+    let written = repack(vault, &plan, tmp, store, progress)?;
     report.packs_written = written.len();
     report.bytes_written = written.iter().map(|(_, size)| size).sum();
     crashpoint::at("prune-after-repack");
     crashpoint::pause("prune-before-delete");
-
     let mut doomed: HashSet<PackId> = plan.unused.iter().copied().collect();
     doomed.extend(plan.repack.iter().map(|(id, _)| *id));
-    drop(remote);
-    local.relock(LockMode::Exclusive, Some(opts.delete_wait))?;
-    let alone = Instant::now();
-    // Listed again, now that no push of ours runs: new manifests and packs come in.
-    let outcome = crate::remote::open(backend.clone(), cache_base, Some(opts.delete_wait), secrets)
-        .and_then(|mut fresh| {
-            recheck_and_delete(
-                &mut fresh,
-                &plan,
-                doomed,
-                Store::Remote(&backend),
-                &mut report,
-            )
-        });
-    report.exclusive_ms = alone.elapsed().as_millis() as u64;
-    let relocked = local.relock(LockMode::Shared, Some(opts.delete_wait));
+    Ok((plan, report, Some(doomed)))
+}
+
+/// Phase 2: runs `delete` with `vault` locked exclusively, timing it, and trades the lock back
+/// for a shared one whatever happened (the caller holds what it gave).
+fn alone(
+    vault: &mut Vault,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+    delete: impl FnOnce(&mut Vault, &mut PruneReport) -> Result<()>,
+) -> Result<()> {
+    vault.relock(LockMode::Exclusive, Some(opts.delete_wait))?;
+    let t = Instant::now();
+    let outcome = delete(vault, report);
+    report.exclusive_ms = t.elapsed().as_millis() as u64;
+    let relocked = vault.relock(LockMode::Shared, Some(opts.delete_wait));
     outcome?;
-    relocked?;
+    relocked
+}
+
+/// Removes the staging directory, completes the report and audits it in `audit_to`.
+fn finish(
+    mut report: PruneReport,
+    started: Instant,
+    tmp: &Path,
+    audit_to: &Vault,
+    remote: Option<&str>,
+) -> Result<PruneReport> {
     if tmp.exists() {
-        fs::remove_dir_all(&tmp).at(&tmp)?;
+        fs::remove_dir_all(tmp).at(tmp)?;
     }
     report.bytes_reclaimed = report.bytes_deleted.saturating_sub(report.bytes_written);
     report.duration_ms = started.elapsed().as_millis() as u64;
-    local.audit(
-        &AuditRecord::new("prune", None, "ok").with_detail(serde_json::json!({
-            "remote": location,
-            "packs_deleted": report.packs_deleted,
-            "packs_written": report.packs_written,
-            "packs_spared": report.packs_spared,
-            "bytes_reclaimed": report.bytes_reclaimed,
-        })),
-    )?;
+    let mut detail = serde_json::json!({
+        "packs_deleted": report.packs_deleted,
+        "packs_written": report.packs_written,
+        "packs_spared": report.packs_spared,
+        "bytes_reclaimed": report.bytes_reclaimed,
+    });
+    if let Some(r) = remote {
+        detail["remote"] = r.into();
+    }
+    audit_to.audit(&AuditRecord::new("prune", None, "ok").with_detail(detail))?;
     Ok(report)
 }
 

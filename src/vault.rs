@@ -222,7 +222,7 @@ impl Vault {
         }
         let index = Index::open(&root.join(INDEX_FILE))?;
         // Fresh, or emptied by another process's migration that has not refilled it yet.
-        let index_missing = index.is_fresh() || index.packs()?.is_empty();
+        let index_missing = index.is_fresh() || index.is_empty()?;
         let mut v = Vault {
             root: root.into(),
             config,

@@ -398,26 +398,14 @@ pub(super) fn drills(ctx: &mut Ctx) -> Result<i32> {
 
 /// A `--pg-scratch` URL: libpq's form, and no password (a flag is visible to every user in `ps`).
 fn check_scratch_url(url: &str) -> Result<()> {
-    let Some(rest) = url
-        .strip_prefix("postgresql://")
-        .or_else(|| url.strip_prefix("postgres://"))
-    else {
-        return Err(Error::Usage(
+    use crate::vaultfile::PgUrlProblem;
+    match crate::vaultfile::pg_url_problem(url) {
+        Some(PgUrlProblem::NotPg) => Err(Error::Usage(
             "--pg-scratch must be a postgresql:// URL".into(),
-        ));
-    };
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let query = rest.split_once('?').map_or("", |(_, q)| q);
-    if authority
-        .rsplit_once('@')
-        .is_some_and(|(u, _)| u.contains(':'))
-        || query
-            .split('&')
-            .any(|p| p.to_ascii_lowercase().starts_with("password="))
-    {
-        return Err(Error::Usage(
+        )),
+        Some(PgUrlProblem::Password) => Err(Error::Usage(
             "--pg-scratch holds a password; give it in PGPASSWORD or PGPASSFILE instead".into(),
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -53,7 +53,7 @@ pub use gates::{Gates, SanitySettings, DEFAULT_DEPENDED_ON};
 pub(crate) use remote::percent_decode;
 pub use remote::{Remote, RemoteUrl};
 pub use retention::{Keep, Retention};
-pub use source::{PgConnection, PgFormat, Source, SourceKind};
+pub use source::{pg_url_problem, PgConnection, PgFormat, PgUrlProblem, Source, SourceKind};
 
 use error::Ctx;
 

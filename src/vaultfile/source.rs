@@ -332,15 +332,36 @@ pub(super) fn check_pg_url(
     url: &Spanned<String>,
     what: &str,
 ) -> Result<(), ConfigError> {
-    let text = url.get_ref();
+    match pg_url_problem(url.get_ref()) {
+        Some(PgUrlProblem::NotPg) => Err(ctx.invalid(
+            url,
+            format!("{what}: url must start with postgresql:// or postgres://"),
+        )),
+        Some(PgUrlProblem::Password) => Err(ctx.invalid(
+            url,
+            format!("{what}: url holds a password; {PG_PASSWORD_HINT}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with a libpq URL given to AtlasVault, if anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgUrlProblem {
+    /// It does not start with `postgresql://` or `postgres://`.
+    NotPg,
+    /// It holds a password (in the user info, or a `password`/`sslpassword` parameter).
+    Password,
+}
+
+/// Checks a libpq connection URI: the right scheme, and no password in it (passwords come from
+/// `PGPASSWORD` or `PGPASSFILE`, never from a file or a command line).
+pub fn pg_url_problem(text: &str) -> Option<PgUrlProblem> {
     let Some(rest) = text
         .strip_prefix("postgresql://")
         .or_else(|| text.strip_prefix("postgres://"))
     else {
-        return Err(ctx.invalid(
-            url,
-            format!("{what}: url must start with postgresql:// or postgres://"),
-        ));
+        return Some(PgUrlProblem::NotPg);
     };
     // libpq ends the authority at the first `/` only, and its user info at the last `@` in it.
     let authority = rest.split('/').next().unwrap_or_default();
@@ -353,13 +374,7 @@ pub(super) fn check_pg_url(
         let key = percent_decode(p.split('=').next().unwrap_or_default()).to_ascii_lowercase();
         key == "password" || key == "sslpassword"
     });
-    if has_password || password_param {
-        return Err(ctx.invalid(
-            url,
-            format!("{what}: url holds a password; {PG_PASSWORD_HINT}"),
-        ));
-    }
-    Ok(())
+    (has_password || password_param).then_some(PgUrlProblem::Password)
 }
 
 /// `%XX` escapes decoded (invalid ones kept as written).

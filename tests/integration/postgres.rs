@@ -128,6 +128,18 @@ impl PgServer {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
+    /// Creates database `bench` holding pgbench's tables at scale 1 (100,000 accounts).
+    fn load_pgbench(&self) {
+        self.sql("postgres", "CREATE DATABASE bench");
+        let init = self
+            .client("pgbench")
+            .args(["-i", "-s", "1", "-q", "bench"])
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(init.status.success(), "{init:?}");
+    }
+
     fn stop(&self) {
         self.admin(&[
             "pg_ctl",
@@ -205,14 +217,7 @@ fn path_with(dir: &Path, pg: &PgServer) -> String {
 fn pgbench_data_round_trips_through_a_dump_and_bad_dumps_are_rejected() {
     let f = Fixture::with_vault();
     let pg = PgServer::start(&f);
-    pg.sql("postgres", "CREATE DATABASE bench");
-    let init = pg
-        .client("pgbench")
-        .args(["-i", "-s", "1", "-q", "bench"])
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{init:?}");
+    pg.load_pgbench();
     let before = pg.sql("bench", CHECKSUM);
     assert!(before.contains("accounts:100000:"), "{before}");
     config(&f, &pg);
@@ -340,14 +345,7 @@ fn pgbench_data_round_trips_through_a_dump_and_bad_dumps_are_rejected() {
 fn drill_restores_the_dump_into_a_scratch_database_and_runs_the_checks() {
     let f = Fixture::with_vault();
     let pg = PgServer::start(&f);
-    pg.sql("postgres", "CREATE DATABASE bench");
-    let init = pg
-        .client("pgbench")
-        .args(["-i", "-s", "1", "-q", "bench"])
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{init:?}");
+    pg.load_pgbench();
     let scratch = format!("postgresql://postgres@127.0.0.1:{}/postgres", pg.port);
     let drill_config = |checks: &str| {
         let text = format!(
