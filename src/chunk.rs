@@ -1,43 +1,124 @@
-//! Content-defined chunking of a byte stream with FastCDC (2020).
+//! Content-defined chunking of a byte stream: FastCDC (2020) for binary data, and a line-aligned
+//! variant for text such as SQL dumps.
 //!
 //! [`Chunker`] reads through a reusable buffer and hands out each chunk as a slice of it, so
 //! chunking allocates nothing per chunk and memory stays at one buffer per worker whatever the
 //! file size. A chunk that touches the end of the buffer before the end of the stream is carried
-//! over and cut again with more data, so the cut points are exactly those of FastCDC over the
-//! whole stream.
+//! over and cut again with more data, so the cut points are exactly those of the algorithm over
+//! the whole stream.
+//!
+//! **Profiles.** A vault may chunk by kind of content ([`Chunking`]): the first buffer of each
+//! stream decides, once, which parameters cut it:
+//! - *text* (no NUL byte in the first 8 KiB, as git decides): [`LINES`], cut only at line ends, so
+//!   one changed row of a dump changes one chunk and the cuts resynchronise on the next line. A
+//!   line end is a cut when a keyed hash of the whole line falls under a threshold proportional
+//!   to the line's length, so the chance is the same per byte whatever the line lengths, and the
+//!   decision depends on the line alone. FastCDC's 64-byte gear window cannot do that on dumps
+//!   whose rows end in long runs of padding (pgbench's `filler`): there its hash is the same at
+//!   every row, cut points are rare and a fifth of the chunks end at the maximum size, which cuts
+//!   at a position rather than at content and spreads one change over the chunks that follow.
+//! - *SQLite databases* (the `SQLite format 3` header) keep the base FastCDC parameters, small
+//!   enough that a few changed pages change a few chunks;
+//! - *other binary data*: FastCDC with larger chunks, which compress better and cost less
+//!   per-chunk overhead; binaries rarely change in place.
+//!
+//! README.md's "Chunk size" section has the measurements behind each default.
 
 use std::io::{self, Read};
 
 use fastcdc::v2020::{FastCDC, Normalization};
 
-use crate::config::ChunkerParams;
+use crate::config::{ChunkerParams, Chunking, FASTCDC, LINES};
 
 /// Read buffer per chunker; at least twice the maximum chunk so a carried chunk always fits.
 const READ_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
-/// A FastCDC chunker with its own read buffer.
+/// How many leading bytes decide whether a stream is text.
+const SNIFF_BYTES: usize = 8000;
+
+/// The first bytes of every SQLite 3 database file.
+const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
+
+/// Which parameters a stream was cut with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The base parameters: every stream of a vault without profiles, SQLite databases otherwise.
+    Base,
+    Text,
+    Binary,
+}
+
+/// A chunker with its own read buffer.
 pub struct Chunker {
-    params: ChunkerParams,
-    /// Gear-table seed (0: FastCDC's published table); keyed in an encrypted vault so that chunk
-    /// boundaries do not reveal content.
+    chunking: Chunking,
+    /// Gear-table and line-hash seed (0: FastCDC's published table); keyed in an encrypted vault
+    /// so that chunk boundaries do not reveal content.
     seed: u64,
     buf: Vec<u8>,
+    kind: Kind,
 }
 
 impl Chunker {
-    /// A chunker for `params`, which must have passed [`ChunkerParams::validate`].
+    /// A chunker cutting everything with `params`, which must have passed
+    /// [`ChunkerParams::validate`].
     pub fn new(params: ChunkerParams, seed: u64) -> Self {
-        let size = READ_BUFFER_BYTES.max(2 * params.max_size as usize);
+        Chunker::with_profiles(Chunking::from(params), seed)
+    }
+
+    /// A chunker choosing its parameters per stream by kind of content (see the module docs).
+    pub fn with_profiles(chunking: Chunking, seed: u64) -> Self {
+        let largest = [
+            Some(&chunking.base),
+            chunking.text.as_ref(),
+            chunking.binary.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| p.max_size as usize)
+        .max()
+        .unwrap_or(0);
         Chunker {
-            params,
+            chunking,
             seed,
-            buf: vec![0u8; size],
+            buf: vec![0u8; READ_BUFFER_BYTES.max(2 * largest)],
+            kind: Kind::Base,
         }
     }
 
-    /// The parameters this chunker cuts with.
+    /// The base parameters.
     pub fn params(&self) -> &ChunkerParams {
-        &self.params
+        &self.chunking.base
+    }
+
+    /// The kind of the last stream run through this chunker.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn classify(&self, head: &[u8]) -> Kind {
+        let head = &head[..head.len().min(SNIFF_BYTES)];
+        if head.starts_with(SQLITE_MAGIC) {
+            Kind::Base
+        } else if memchr::memchr(0, head).is_none() {
+            self.chunking
+                .text
+                .as_ref()
+                .map_or(Kind::Base, |_| Kind::Text)
+        } else {
+            self.chunking
+                .binary
+                .as_ref()
+                .map_or(Kind::Base, |_| Kind::Binary)
+        }
+    }
+
+    fn params_of(&self, kind: Kind) -> &ChunkerParams {
+        match kind {
+            Kind::Text => self.chunking.text.as_ref(),
+            Kind::Binary => self.chunking.binary.as_ref(),
+            Kind::Base => None,
+        }
+        .unwrap_or(&self.chunking.base)
     }
 
     /// Cuts `reader` into chunks and calls `on_chunk` with each, in order. Returns the byte count.
@@ -48,14 +129,10 @@ impl Chunker {
         mut reader: R,
         mut on_chunk: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<u64, E> {
-        let (min, avg, max) = (
-            self.params.min_size,
-            self.params.avg_size,
-            self.params.max_size,
-        );
         let mut filled = 0usize;
         let mut total = 0u64;
         let mut eof = false;
+        let mut first = true;
         loop {
             while !eof && filled < self.buf.len() {
                 match reader.read(&mut self.buf[filled..]) {
@@ -65,20 +142,50 @@ impl Chunker {
                     Err(e) => return Err(e.into()),
                 }
             }
+            if first {
+                self.kind = self.classify(&self.buf[..filled]);
+                first = false;
+            }
             if filled == 0 {
                 return Ok(total);
             }
+            let p = self.params_of(self.kind).clone();
             let data = &self.buf[..filled];
             let mut consumed = 0usize;
-            let cuts =
-                FastCDC::with_level_and_seed(data, min, avg, max, Normalization::Level1, self.seed);
-            for c in cuts {
-                let end = c.offset + c.length;
+            let mut emit = |offset: usize, length: usize| -> Result<bool, E> {
+                let end = offset + length;
                 if end == filled && !eof {
-                    break; // cut only because the buffer ended: carry it over
+                    return Ok(false); // cut only because the buffer ended: carry it over
                 }
-                on_chunk(&data[c.offset..end])?;
+                on_chunk(&data[offset..end])?;
                 consumed = end;
+                Ok(true)
+            };
+            if p.algorithm == LINES {
+                let mut at = 0;
+                while at < filled {
+                    let n = line_cut(&data[at..], &p, self.seed);
+                    if !emit(at, n)? {
+                        break;
+                    }
+                    at += n;
+                }
+            } else {
+                debug_assert_eq!(p.algorithm, FASTCDC);
+                let (min, avg, max) = (p.min_size, p.avg_size, p.max_size);
+                let cuts = FastCDC::with_level_and_seed(
+                    data,
+                    min,
+                    avg,
+                    max,
+                    Normalization::Level1,
+                    self.seed,
+                );
+                for c in cuts {
+                    if !emit(c.offset, c.length)? {
+                        break;
+                    }
+                }
             }
             total += consumed as u64;
             if eof && consumed == filled {
@@ -87,6 +194,43 @@ impl Chunker {
             self.buf.copy_within(consumed..filled, 0);
             filled -= consumed;
         }
+    }
+}
+
+/// The length of the next chunk of `data` (which starts where the last chunk ended) under the
+/// line-aligned algorithm: the first line end past `min_size` whose line hashes under
+/// `len(line) / (avg_size - min_size)` of the hash range; at `max_size` without one, the last line
+/// end before it, or `max_size` itself in a line that long. Returns `data.len()` when no cut is
+/// found in it (the end of the stream, or a carry-over at the end of the buffer).
+pub fn line_cut(data: &[u8], p: &ChunkerParams, seed: u64) -> usize {
+    let (min, avg, max) = (
+        p.min_size as usize,
+        p.avg_size as usize,
+        p.max_size as usize,
+    );
+    if data.len() <= min {
+        return data.len();
+    }
+    let limit = data.len().min(max);
+    let span = (avg - min).max(1) as u128;
+    // The line holding the first candidate end starts at or after the chunk: a line that began
+    // in the last chunk (only after a cut at max_size) is hashed from the chunk's start.
+    let mut line_start = memchr::memrchr(b'\n', &data[..min]).map_or(0, |i| i + 1);
+    let mut last_end = None;
+    for i in memchr::memchr_iter(b'\n', &data[min..limit]) {
+        let end = min + i + 1;
+        let line = &data[line_start..end];
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(line, seed);
+        if (u128::from(h) * span) >> 64 < line.len() as u128 {
+            return end;
+        }
+        last_end = Some(end);
+        line_start = end;
+    }
+    if data.len() >= max {
+        last_end.unwrap_or(max)
+    } else {
+        data.len()
     }
 }
 
@@ -141,6 +285,124 @@ mod tests {
         assert_ne!(cuts(7), cuts(8));
     }
 
+    fn lines() -> ChunkerParams {
+        ChunkerParams {
+            algorithm: LINES.into(),
+            min_size: 256,
+            avg_size: 2048,
+            max_size: 8192,
+        }
+    }
+
+    /// `rows` lines like a pgbench dump's: a key, two numbers and 84 spaces of padding.
+    fn dump(rows: std::ops::Range<u32>, changed: Option<u32>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in rows {
+            let balance = if Some(r) == changed { 4242 } else { 0 };
+            out.extend_from_slice(format!("{r}\t{}\t{balance}\t{:84}\n", r / 100, "").as_bytes());
+        }
+        out
+    }
+
+    fn cut_all(c: &mut Chunker, data: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        c.run::<_, io::Error>(data, |ch| {
+            out.push(ch.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn the_first_bytes_choose_the_profile() {
+        let mut c = Chunker::with_profiles(Chunking::default(), 9);
+        cut_all(&mut c, b"CREATE TABLE t (a int);\n");
+        assert_eq!(c.kind(), Kind::Text);
+        cut_all(&mut c, b"\x7fELF\x02\x01\x01\x00\x00");
+        assert_eq!(c.kind(), Kind::Binary);
+        cut_all(&mut c, b"SQLite format 3\x00\x10\x00");
+        assert_eq!(c.kind(), Kind::Base);
+        // A NUL past the sniffed head does not make a text file binary.
+        let mut late = vec![b'a'; SNIFF_BYTES];
+        late.push(0);
+        cut_all(&mut c, &late);
+        assert_eq!(c.kind(), Kind::Text);
+        // Without profiles everything is cut with the base parameters.
+        let mut plain = Chunker::new(ChunkerParams::default(), 9);
+        cut_all(&mut plain, b"CREATE TABLE t (a int);\n");
+        assert_eq!(plain.kind(), Kind::Base);
+    }
+
+    #[test]
+    fn text_chunks_end_at_line_ends_and_respect_the_sizes() {
+        let data = dump(0..20_000, None);
+        let p = lines();
+        let chunks = cut_all(&mut Chunker::new(p.clone(), 5), &data);
+        assert_eq!(chunks.concat(), data);
+        for ch in &chunks[..chunks.len() - 1] {
+            assert!(ch.ends_with(b"\n"));
+            assert!(ch.len() > p.min_size as usize && ch.len() <= p.max_size as usize);
+        }
+        let avg = data.len() / chunks.len();
+        assert!(
+            (p.avg_size as usize / 2..p.avg_size as usize * 2).contains(&avg),
+            "average chunk {avg} bytes"
+        );
+    }
+
+    #[test]
+    fn one_changed_row_changes_one_or_two_text_chunks() {
+        let p = lines();
+        let before = cut_all(&mut Chunker::new(p.clone(), 5), &dump(0..20_000, None));
+        let after = cut_all(&mut Chunker::new(p, 5), &dump(0..20_000, Some(7_777)));
+        let old: std::collections::HashSet<_> = before.iter().collect();
+        let new = after.iter().filter(|c| !old.contains(c)).count();
+        assert!((1..=2).contains(&new), "{new} new chunks");
+        // FastCDC with the same sizes resynchronises later on this padding-heavy input.
+        let f = ChunkerParams {
+            algorithm: FASTCDC.into(),
+            ..lines()
+        };
+        let before = cut_all(&mut Chunker::new(f.clone(), 5), &dump(0..20_000, None));
+        let after = cut_all(&mut Chunker::new(f, 5), &dump(0..20_000, Some(7_777)));
+        let old: std::collections::HashSet<_> = before.iter().collect();
+        assert!(after.iter().filter(|c| !old.contains(c)).count() >= new);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_maximum_is_cut_at_the_maximum() {
+        let p = lines();
+        let mut data = vec![b'x'; 3 * p.max_size as usize];
+        data.push(b'\n');
+        let chunks = cut_all(&mut Chunker::new(p.clone(), 5), &data);
+        assert_eq!(chunks[0].len(), p.max_size as usize);
+        assert_eq!(chunks.concat(), data);
+    }
+
+    proptest! {
+        #[test]
+        fn streaming_text_cuts_equal_whole_buffer_cuts(seed in any::<u64>(), len in 0usize..40_000, step in 1usize..5000, line in 1u64..400) {
+            let mut x = seed | 1;
+            let data: Vec<u8> = (0..len).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; if x % line == 0 { b'\n' } else { b'a' + (x % 26) as u8 } }).collect();
+            let p = lines();
+            let mut expected = Vec::new();
+            let mut at = 0;
+            while at < data.len() {
+                let n = line_cut(&data[at..], &p, seed);
+                expected.push(n);
+                at += n;
+            }
+            let mut c = Chunker { chunking: Chunking::from(p.clone()), seed, buf: vec![0; 2 * p.max_size as usize], kind: Kind::Base };
+            let mut got = Vec::new();
+            let mut joined = Vec::new();
+            let n = c.run::<_, io::Error>(Trickle(&data, step), |ch| { got.push(ch.len()); joined.extend_from_slice(ch); Ok(()) }).unwrap();
+            prop_assert_eq!(n as usize, data.len());
+            prop_assert_eq!(joined, data);
+            prop_assert_eq!(got, expected);
+        }
+    }
+
     proptest! {
         #[test]
         fn streaming_cuts_equal_whole_buffer_cuts(seed in any::<u64>(), gear in prop_oneof![Just(0u64), any::<u64>()], len in 0usize..40_000, step in 1usize..5000) {
@@ -148,7 +410,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
             let p = small();
             let expected: Vec<usize> = FastCDC::with_level_and_seed(&data, p.min_size, p.avg_size, p.max_size, Normalization::Level1, gear).map(|c| c.length).collect();
-            let mut c = Chunker { params: p.clone(), seed: gear, buf: vec![0; 2048] };
+            let mut c = Chunker { chunking: Chunking::from(p.clone()), seed: gear, buf: vec![0; 2048], kind: Kind::Base };
             let mut got = Vec::new();
             let mut joined = Vec::new();
             let n = c.run::<_, io::Error>(Trickle(&data, step), |ch| { got.push(ch.len()); joined.extend_from_slice(ch); Ok(()) }).unwrap();

@@ -38,6 +38,24 @@ pub const DEFAULT_CHUNK_MIN_BYTES: u32 = 16 * KIB;
 pub const DEFAULT_CHUNK_AVG_BYTES: u32 = 64 * KIB;
 pub const DEFAULT_CHUNK_MAX_BYTES: u32 = 256 * KIB;
 
+/// The FastCDC (2020) chunker.
+pub const FASTCDC: &str = "fastcdc-2020";
+/// The line-aligned text chunker ([`crate::chunk::line_cut`]).
+pub const LINES: &str = "lines-2026";
+
+/// Defaults of the text profile (`chunker_text`): see README.md's "Chunk size".
+pub const DEFAULT_TEXT_MIN_BYTES: u32 = 4 * KIB;
+pub const DEFAULT_TEXT_AVG_BYTES: u32 = 32 * KIB;
+pub const DEFAULT_TEXT_MAX_BYTES: u32 = 128 * KIB;
+
+/// Defaults of the binary profile (`chunker_binary`).
+pub const DEFAULT_BINARY_MIN_BYTES: u32 = 256 * KIB;
+pub const DEFAULT_BINARY_AVG_BYTES: u32 = MIB as u32;
+pub const DEFAULT_BINARY_MAX_BYTES: u32 = 4 * MIB as u32;
+
+/// Largest chunk any profile may ask for.
+const MAX_CHUNK_BYTES: u32 = 16 * MIB as u32;
+
 /// Default zstd level: zstd's own default; README.md's benchmarks give its speed here.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
@@ -53,6 +71,13 @@ pub struct VaultConfig {
     pub id: String,
     pub created: String,
     pub chunker: ChunkerConfig,
+    /// Text streams' chunker (profiles, see [`Chunking`]); absent in vaults made before profiles
+    /// or with `--chunk-*` sizes, which cut everything with `chunker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunker_text: Option<ChunkerParams>,
+    /// Binary streams' chunker, other than SQLite databases (which keep `chunker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunker_binary: Option<ChunkerParams>,
     pub compression: CompressionConfig,
     pub pack_target_size: u64,
     /// `xchacha20-poly1305` (the default) or `none`: the one switch readers must honour.
@@ -175,7 +200,7 @@ pub struct CompressionConfig {
 impl Default for ChunkerParams {
     fn default() -> Self {
         ChunkerParams {
-            algorithm: "fastcdc-2020".into(),
+            algorithm: FASTCDC.into(),
             min_size: DEFAULT_CHUNK_MIN_BYTES,
             avg_size: DEFAULT_CHUNK_AVG_BYTES,
             max_size: DEFAULT_CHUNK_MAX_BYTES,
@@ -184,17 +209,25 @@ impl Default for ChunkerParams {
 }
 
 impl ChunkerParams {
-    /// Checks the parameters against what FastCDC accepts (it asserts otherwise).
+    /// Checks the parameters against what the algorithm accepts (FastCDC asserts otherwise).
     pub fn validate(&self) -> std::result::Result<(), String> {
         use fastcdc::v2020 as f;
-        if self.algorithm != "fastcdc-2020" {
-            return Err(format!("unknown chunker {:?}", self.algorithm));
-        }
-        let ok = (f::MINIMUM_MIN..=f::MINIMUM_MAX).contains(&self.min_size)
-            && (f::AVERAGE_MIN..=f::AVERAGE_MAX).contains(&self.avg_size)
-            && (f::MAXIMUM_MIN..=f::MAXIMUM_MAX).contains(&self.max_size)
-            && self.min_size <= self.avg_size
-            && self.avg_size <= self.max_size;
+        let ordered = self.min_size <= self.avg_size && self.avg_size <= self.max_size;
+        let ok = match self.algorithm.as_str() {
+            FASTCDC => {
+                (f::MINIMUM_MIN..=f::MINIMUM_MAX).contains(&self.min_size)
+                    && (f::AVERAGE_MIN..=f::AVERAGE_MAX).contains(&self.avg_size)
+                    && (f::MAXIMUM_MIN..=f::MAXIMUM_MAX).contains(&self.max_size)
+                    && ordered
+            }
+            LINES => {
+                self.min_size >= 64
+                    && self.min_size < self.avg_size
+                    && ordered
+                    && self.max_size <= MAX_CHUNK_BYTES
+            }
+            other => return Err(format!("unknown chunker {other:?}")),
+        };
         if ok {
             Ok(())
         } else {
@@ -206,9 +239,71 @@ impl ChunkerParams {
     }
 }
 
+impl ChunkerParams {
+    /// The text profile's defaults.
+    pub fn text_default() -> Self {
+        ChunkerParams {
+            algorithm: LINES.into(),
+            min_size: DEFAULT_TEXT_MIN_BYTES,
+            avg_size: DEFAULT_TEXT_AVG_BYTES,
+            max_size: DEFAULT_TEXT_MAX_BYTES,
+        }
+    }
+
+    /// The binary profile's defaults.
+    pub fn binary_default() -> Self {
+        ChunkerParams {
+            algorithm: FASTCDC.into(),
+            min_size: DEFAULT_BINARY_MIN_BYTES,
+            avg_size: DEFAULT_BINARY_AVG_BYTES,
+            max_size: DEFAULT_BINARY_MAX_BYTES,
+        }
+    }
+}
+
+/// A vault's chunkers: the base one, and when profiles are on, one for text and one for binary
+/// data (see [`crate::chunk`]). `Chunking::default()` has profiles; a bare [`ChunkerParams`]
+/// converts to a chunking without them (`vault init --chunk-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunking {
+    pub base: ChunkerParams,
+    pub text: Option<ChunkerParams>,
+    pub binary: Option<ChunkerParams>,
+}
+
+impl Default for Chunking {
+    fn default() -> Self {
+        Chunking {
+            base: ChunkerParams::default(),
+            text: Some(ChunkerParams::text_default()),
+            binary: Some(ChunkerParams::binary_default()),
+        }
+    }
+}
+
+impl From<ChunkerParams> for Chunking {
+    fn from(base: ChunkerParams) -> Self {
+        Chunking {
+            base,
+            text: None,
+            binary: None,
+        }
+    }
+}
+
 impl VaultConfig {
-    /// A fresh config with a random id, the given chunker, encrypted or not.
-    pub fn new(chunker: ChunkerParams, encrypted: bool) -> Result<Self> {
+    /// This vault's chunkers.
+    pub fn chunking(&self) -> Chunking {
+        Chunking {
+            base: self.chunker.clone(),
+            text: self.chunker_text.clone(),
+            binary: self.chunker_binary.clone(),
+        }
+    }
+
+    /// A fresh config with a random id, the given chunkers, encrypted or not.
+    pub fn new(chunking: impl Into<Chunking>, encrypted: bool) -> Result<Self> {
+        let chunking = chunking.into();
         let mut id = [0u8; 32];
         getrandom::fill(&mut id)
             .map_err(|e| Error::Invalid(format!("no randomness available: {e}")))?;
@@ -216,7 +311,9 @@ impl VaultConfig {
             version: FORMAT_VERSION,
             id: hex::encode(id),
             created: crate::util::now_rfc3339(),
-            chunker,
+            chunker: chunking.base,
+            chunker_text: chunking.text,
+            chunker_binary: chunking.binary,
             compression: CompressionConfig {
                 algorithm: "zstd".into(),
                 level: DEFAULT_ZSTD_LEVEL,
@@ -249,6 +346,17 @@ impl VaultConfig {
             ));
         }
         self.chunker.validate()?;
+        if self.chunker.algorithm != FASTCDC {
+            return Err("the base chunker must be fastcdc-2020".into());
+        }
+        for (name, p) in [
+            ("chunker_text", &self.chunker_text),
+            ("chunker_binary", &self.chunker_binary),
+        ] {
+            if let Some(p) = p {
+                p.validate().map_err(|e| format!("{name}: {e}"))?;
+            }
+        }
         if self.compression.algorithm != "zstd" || !(1..=22).contains(&self.compression.level) {
             return Err(format!(
                 "unsupported compression {} level {}",

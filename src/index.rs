@@ -15,10 +15,15 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::pack::PackEntry;
 
-/// Bumped when the tables change; `Index::open` migrates older layouts in place. Version 2 lets a
-/// blob sit in several packs (a prune's repacked copy beside the original until the original is
-/// deleted); version 1 had the blob id alone as key.
-const SCHEMA_VERSION: i64 = 2;
+/// Bumped when the tables change; `Index::open` migrates older layouts in place. Version 3 dropped
+/// the index of blobs by pack (43 bytes a row, a third of the file, used only to forget packs,
+/// which now takes one scan for all of them); version 2 lets a blob sit in several packs (a
+/// prune's repacked copy beside the original until the original is deleted); version 1 had the
+/// blob id alone as key.
+const SCHEMA_VERSION: i64 = 3;
+
+/// Pack numbers per `DELETE ... IN (...)` statement (SQLite's default limit is 32,766 variables).
+const DELETE_BATCH: usize = 500;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS packs(
@@ -36,7 +41,6 @@ CREATE TABLE IF NOT EXISTS blobs(
     raw_len     INTEGER NOT NULL,
     PRIMARY KEY (id, pack)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs(pack);
 ";
 
 /// Where a blob can be read.
@@ -86,7 +90,11 @@ impl Index {
                         |r| r.get(0),
                     )
                     .map_err(err)?;
-                if had_blobs {
+                let old = version(&tx).map_err(err)?;
+                if had_blobs && old == 2 {
+                    tx.execute_batch("DROP INDEX IF EXISTS blobs_by_pack;")
+                        .map_err(err)?;
+                } else if had_blobs {
                     // Version 1 (one row per blob id): same columns, wider key; the rows move
                     // over in this transaction, so no reader ever sees the index empty.
                     tx.execute_batch(&format!(
@@ -180,6 +188,12 @@ impl Index {
     /// Forgets a pack and its blobs (used when the pack file is gone). Copies of its blobs in
     /// other packs stay indexed.
     pub fn remove_pack(&mut self, id: &PackId) -> Result<()> {
+        self.remove_packs(std::slice::from_ref(id))
+    }
+
+    /// Forgets packs and their blobs in one transaction. Blobs are not indexed by pack, so this
+    /// scans the blob table once per [`DELETE_BATCH`] packs, whatever the number of packs.
+    pub fn remove_packs(&mut self, ids: &[PackId]) -> Result<()> {
         self.local_changes += 1;
         let path = self.path.clone();
         let err = |source| Error::Index {
@@ -187,16 +201,25 @@ impl Index {
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        let seq: Option<i64> = tx
-            .query_row("SELECT seq FROM packs WHERE id = ?1", [&id.0[..]], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(err)?;
-        if let Some(seq) = seq {
-            tx.execute("DELETE FROM blobs WHERE pack = ?1", [seq])
+        let mut seqs: Vec<i64> = Vec::with_capacity(ids.len());
+        for id in ids {
+            let seq: Option<i64> = tx
+                .query_row("SELECT seq FROM packs WHERE id = ?1", [&id.0[..]], |r| {
+                    r.get(0)
+                })
+                .optional()
                 .map_err(err)?;
-            tx.execute("DELETE FROM packs WHERE seq = ?1", [seq])
+            seqs.extend(seq);
+        }
+        for batch in seqs.chunks(DELETE_BATCH) {
+            let marks = vec!["?"; batch.len()].join(",");
+            let params = rusqlite::params_from_iter(batch.iter());
+            tx.execute(
+                &format!("DELETE FROM blobs WHERE pack IN ({marks})"),
+                params.clone(),
+            )
+            .map_err(err)?;
+            tx.execute(&format!("DELETE FROM packs WHERE seq IN ({marks})"), params)
                 .map_err(err)?;
         }
         tx.commit().map_err(err)
@@ -425,5 +448,47 @@ mod tests {
         let mut rows = 0;
         idx.for_each_row(|_, _| rows += 1).unwrap();
         assert_eq!(rows, 2, "the migrated table takes a second copy");
+        drop(idx);
+        // A version 2 index loses its blobs-by-pack index and keeps its rows.
+        let v2 = dir.path().join("v2.sqlite");
+        let conn = Connection::open(&v2).unwrap();
+        conn.execute_batch(&format!(
+            "{SCHEMA} CREATE INDEX blobs_by_pack ON blobs(pack); PRAGMA user_version = 2;"
+        ))
+        .unwrap();
+        conn.execute("INSERT INTO packs(id, size) VALUES (?1, 100)", [&p.0[..]])
+            .unwrap();
+        conn.execute(
+            "INSERT INTO blobs VALUES (?1, 1, 0, 1, 8, 10, 20)",
+            [&e.id.0[..]],
+        )
+        .unwrap();
+        drop(conn);
+        let mut idx = Index::open(&v2).unwrap();
+        assert!(!idx.is_fresh());
+        let indexes: i64 = idx
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'blobs_by_pack'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0);
+        assert_eq!(idx.locations().unwrap()[&e.id].pack, p);
+        // Several packs go in one call; unknown ones are ignored.
+        idx.add_pack(&q, 50, &[e]).unwrap();
+        let r = PackId([9; 32]);
+        let f = PackEntry {
+            id: BlobId::of(b"f"),
+            ..e
+        };
+        idx.add_pack(&r, 70, &[f]).unwrap();
+        idx.remove_packs(&[p, q, PackId([1; 32])]).unwrap();
+        assert_eq!(idx.packs().unwrap().len(), 1);
+        let mut left = Vec::new();
+        idx.for_each_row(|pack, entry| left.push((pack, entry.id)))
+            .unwrap();
+        assert_eq!(left, vec![(r, f.id)]);
     }
 }

@@ -598,9 +598,7 @@ fn recheck_and_delete(
     // Rows first, files after: the index never points at a deleted pack (a reader would call
     // that damage), and a crash in between leaves unindexed packs that the next writer's
     // reconcile indexes again and the next prune deletes.
-    for id in &doomed {
-        vault.index_mut().remove_pack(id)?;
-    }
+    vault.index_mut().remove_packs(&doomed)?;
     vault.index().make_durable()?;
     crashpoint::at("prune-after-index-update");
     let packs_dir = vault.packs_dir();

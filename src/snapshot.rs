@@ -33,7 +33,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use crate::audit::AuditRecord;
 use crate::blob::{self, BlobKind, SealedBlob};
 use crate::chunk::Chunker;
-use crate::config::ChunkerParams;
+use crate::config::Chunking;
 use crate::crypto::Crypto;
 use crate::error::{Error, IoContext, Result};
 use crate::id::{BlobId, SnapshotId};
@@ -261,7 +261,7 @@ pub fn snapshot(
         counters: counters.clone(),
     };
 
-    let params = vault.config.chunker.clone();
+    let params = vault.config.chunking();
     let level = vault.config.compression.level;
     let packs_dir = vault.packs_dir();
     let index_path = vault.root().join("index.sqlite");
@@ -586,7 +586,7 @@ struct Walker<'a> {
     stats: Stats,
     warnings: Vec<String>,
     partial: bool,
-    params: ChunkerParams,
+    params: Chunking,
     streams: Vec<crate::manifest::StreamRecord>,
 }
 
@@ -628,7 +628,7 @@ impl Walker<'_> {
             Err(why) => stream::failed(st, path, why),
             Ok(mut opened) => {
                 let mut chunker =
-                    Chunker::new(self.params.clone(), self.sink.crypto.chunker_seed());
+                    Chunker::with_profiles(self.params.clone(), self.sink.crypto.chunker_seed());
                 let sink = self.sink.clone();
                 let run = chunker.run(
                     &mut opened.reader,
@@ -1045,11 +1045,11 @@ fn estimate_total(roots: &[Root], rules: &WalkRules, progress: &Progress) {
 fn read_files(
     jobs: Receiver<FileJob>,
     sink: BlobSink,
-    params: ChunkerParams,
+    params: Chunking,
     counters: &Counters,
     progress: &Progress,
 ) -> std::result::Result<(), Stop> {
-    let mut chunker = Chunker::new(params, sink.crypto.chunker_seed());
+    let mut chunker = Chunker::with_profiles(params, sink.crypto.chunker_seed());
     for job in jobs {
         let result = read_one(&job.path, &mut chunker, &sink, counters, progress);
         let aborted = matches!(result, FileResult::Aborted);

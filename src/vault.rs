@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::audit::{self, AuditRecord};
 use crate::blob;
-use crate::config::{ChunkerParams, VaultConfig};
+use crate::config::{Chunking, VaultConfig};
 use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
@@ -100,7 +100,7 @@ impl Vault {
     /// Returns the config and, when encrypted, the new key file's id.
     pub fn init(
         root: &Path,
-        chunker: ChunkerParams,
+        chunking: impl Into<Chunking>,
         key: Option<(&Secret, &KdfParams)>,
     ) -> Result<(VaultConfig, Option<String>)> {
         if root.join(CONFIG_FILE).exists() {
@@ -118,7 +118,7 @@ impl Vault {
             }
         }
         fsutil::create_dir_durable(root)?;
-        let config = VaultConfig::new(chunker, key.is_some())?;
+        let config = VaultConfig::new(chunking, key.is_some())?;
         for d in ["packs", "snapshots", "refs", KEYS_DIR] {
             fsutil::create_dir_durable(&root.join(d))?;
         }
@@ -343,12 +343,13 @@ impl Vault {
                 }
             }
         }
-        for id in indexed.keys() {
-            if !on_disk.contains_key(id) {
-                self.index.remove_pack(id)?;
-                r.packs_dropped += 1;
-            }
-        }
+        let vanished: Vec<PackId> = indexed
+            .keys()
+            .filter(|id| !on_disk.contains_key(*id))
+            .copied()
+            .collect();
+        self.index.remove_packs(&vanished)?;
+        r.packs_dropped += vanished.len();
         Ok(r)
     }
 
@@ -856,6 +857,7 @@ fn write_key_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ChunkerParams;
     use crate::progress::Progress;
     use crate::snapshot::{snapshot, SnapshotOptions};
 

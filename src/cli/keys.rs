@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::{exit, say, Ctx, EncryptionArg, InitArgs, KeyCommand, NewKeyArgs, UNENCRYPTED_WARNING};
 use crate::audit::AuditRecord;
-use crate::config::ChunkerParams;
+use crate::config::{ChunkerParams, Chunking};
 use crate::error::{Error, Result};
 use crate::keys::{KdfParams, Secret, SecretSource};
 use crate::lock::LockMode;
@@ -42,14 +42,20 @@ impl NewKeyArgs {
 /// `vault init`.
 pub(super) fn init(ctx: &mut Ctx, a: &InitArgs) -> Result<i32> {
     let root = &ctx.root;
-    let d = ChunkerParams::default();
-    let params = ChunkerParams {
-        min_size: a.chunk_min.unwrap_or(d.min_size),
-        avg_size: a.chunk_avg.unwrap_or(d.avg_size),
-        max_size: a.chunk_max.unwrap_or(d.max_size),
-        ..d
+    // Explicit sizes cut everything alike; the default chunks by kind of content (profiles).
+    let params = if a.chunk_min.is_some() || a.chunk_avg.is_some() || a.chunk_max.is_some() {
+        let d = ChunkerParams::default();
+        let params = ChunkerParams {
+            min_size: a.chunk_min.unwrap_or(d.min_size),
+            avg_size: a.chunk_avg.unwrap_or(d.avg_size),
+            max_size: a.chunk_max.unwrap_or(d.max_size),
+            ..d
+        };
+        params.validate().map_err(Error::Invalid)?;
+        Chunking::from(params)
+    } else {
+        Chunking::default()
     };
-    params.validate().map_err(Error::Invalid)?;
     let (cfg, key_id) = match a.encryption {
         EncryptionArg::None => Vault::init(root, params, None)?,
         EncryptionArg::Xchacha20Poly1305 => {
