@@ -44,7 +44,7 @@ pub const FASTCDC: &str = "fastcdc-2020";
 pub const LINES: &str = "lines-2026";
 
 /// Defaults of the text profile (`chunker_text`): see README.md's "Chunk size".
-pub const DEFAULT_TEXT_MIN_BYTES: u32 = 4 * KIB;
+pub const DEFAULT_TEXT_MIN_BYTES: u32 = 16 * KIB;
 pub const DEFAULT_TEXT_AVG_BYTES: u32 = 32 * KIB;
 pub const DEFAULT_TEXT_MAX_BYTES: u32 = 128 * KIB;
 
