@@ -346,15 +346,26 @@ impl PackWriter {
     }
 }
 
-/// Reads a blob's stored bytes from an open pack file.
+/// Reads a blob's stored bytes from an open pack file. The entry comes from the index, which is
+/// as untrusted as the pack: it is bounded by the file's length before anything is allocated.
 pub fn read_stored(file: &File, path: &Path, e: &PackEntry) -> Result<Vec<u8>> {
+    let cut_short = || {
+        Error::corrupt(
+            format!("pack {}", path.display()),
+            format!("blob {} is cut short", e.id),
+        )
+    };
+    let file_len = file.metadata().at(path)?.len();
+    if e.offset
+        .checked_add(u64::from(e.stored_len))
+        .is_none_or(|end| end > file_len)
+    {
+        return Err(cut_short());
+    }
     let mut buf = vec![0u8; e.stored_len as usize];
     file.read_exact_at(&mut buf, e.offset).map_err(|err| {
         if err.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::corrupt(
-                format!("pack {}", path.display()),
-                format!("blob {} is cut short", e.id),
-            )
+            cut_short()
         } else {
             Error::io(path, err)
         }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::audit::{self, AuditRecord};
-use crate::blob;
+use crate::blob::{self, BlobKind};
 use crate::config::{Chunking, VaultConfig};
 use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, IoContext, Result};
@@ -41,6 +41,9 @@ const KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
 const OPEN_PACKS_MAX: usize = 256;
 /// Bytes of opened tree blobs kept for the vault's readers (emptied when full).
 const TREE_CACHE_BYTES: usize = 32 << 20;
+/// Largest data blob read: the largest chunk any chunker setting makes (a rendered template,
+/// stored whole, is held to 4 MiB by its gate).
+const DATA_BLOB_MAX_BYTES: u32 = fastcdc::v2020::MAXIMUM_MAX;
 
 /// Opened tree blobs, shared by every reader of one open vault. Trees are immutable and named by
 /// their content, so an entry never goes stale; the gates walk the same trees several times per
@@ -695,6 +698,18 @@ impl BlobReader {
         let loc = self.locations.get(id).ok_or_else(|| Error::Missing {
             object: format!("blob {id} (not in the index)"),
         })?;
+        // A hostile pack or index can declare any length up to the blob limit and back it with
+        // a zstd frame of zeros: refuse a data blob no chunker makes before inflating it, so
+        // each restore thread holds at most one chunk's worth.
+        if loc.entry.kind == BlobKind::Data && loc.entry.raw_len > DATA_BLOB_MAX_BYTES {
+            return Err(Error::corrupt(
+                format!("blob {id} in pack {}", loc.pack),
+                format!(
+                    "a data blob of {} bytes is larger than any chunk ({DATA_BLOB_MAX_BYTES})",
+                    loc.entry.raw_len
+                ),
+            ));
+        }
         let open = |stored: &[u8]| {
             blob::open(
                 &self.crypto,

@@ -17,6 +17,7 @@ mod drill;
 mod encryption;
 mod forget;
 mod gates;
+mod hostile;
 mod locking;
 mod postgres;
 mod prune;
