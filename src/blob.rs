@@ -16,6 +16,10 @@ use crate::id::BlobId;
 /// Largest plaintext blob accepted from disk (a tree of a huge directory is the biggest case).
 pub const MAX_BLOB_RAW_BYTES: u32 = 256 * 1024 * 1024;
 
+/// Largest data blob: the largest chunk any chunker setting makes (a rendered template, stored
+/// whole, is held to 4 MiB by its gate). Readers refuse a larger one before inflating it.
+pub const MAX_DATA_BLOB_RAW_BYTES: u32 = fastcdc::v2020::MAXIMUM_MAX;
+
 /// What a blob holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -35,7 +39,7 @@ impl BlobKind {
 }
 
 /// How a blob's bytes are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Compression {
     None = 0,

@@ -44,7 +44,7 @@ const MAX_TRAILER_BYTES: u32 = 64 * 1024 * 1024;
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// Where one blob sits in a pack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PackEntry {
     pub id: BlobId,
     pub kind: BlobKind,

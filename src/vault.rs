@@ -41,9 +41,6 @@ const KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
 const OPEN_PACKS_MAX: usize = 256;
 /// Bytes of opened tree blobs kept for the vault's readers (emptied when full).
 const TREE_CACHE_BYTES: usize = 32 << 20;
-/// Largest data blob read: the largest chunk any chunker setting makes (a rendered template,
-/// stored whole, is held to 4 MiB by its gate).
-const DATA_BLOB_MAX_BYTES: u32 = fastcdc::v2020::MAXIMUM_MAX;
 
 /// Opened tree blobs, shared by every reader of one open vault. Trees are immutable and named by
 /// their content, so an entry never goes stale; the gates walk the same trees several times per
@@ -701,12 +698,13 @@ impl BlobReader {
         // A hostile pack or index can declare any length up to the blob limit and back it with
         // a zstd frame of zeros: refuse a data blob no chunker makes before inflating it, so
         // each restore thread holds at most one chunk's worth.
-        if loc.entry.kind == BlobKind::Data && loc.entry.raw_len > DATA_BLOB_MAX_BYTES {
+        if loc.entry.kind == BlobKind::Data && loc.entry.raw_len > blob::MAX_DATA_BLOB_RAW_BYTES {
             return Err(Error::corrupt(
                 format!("blob {id} in pack {}", loc.pack),
                 format!(
-                    "a data blob of {} bytes is larger than any chunk ({DATA_BLOB_MAX_BYTES})",
-                    loc.entry.raw_len
+                    "a data blob of {} bytes is larger than any chunk ({})",
+                    loc.entry.raw_len,
+                    blob::MAX_DATA_BLOB_RAW_BYTES
                 ),
             ));
         }

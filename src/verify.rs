@@ -6,17 +6,18 @@
 //! blake3 must equal its name, its trailer must parse, and every blob must decompress and hash to
 //! its id. Damage is then traced back through the snapshots' trees to the file paths it breaks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde::Serialize;
 
-use crate::blob;
+use crate::blob::{self, BlobKind};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::manifest::Manifest;
-use crate::pack;
+use crate::pack::{self, PackEntry};
 use crate::progress::Progress;
 use crate::tree::{check_name, Node, Tree};
 use crate::util::display_name;
@@ -24,6 +25,10 @@ use crate::vault::{BlobReader, Vault};
 
 /// Paths listed per damaged pack before the report says "and N more".
 const PATHS_SHOWN_MAX: usize = 50;
+
+/// Deepest directory nesting walked: restore cannot create paths beyond PATH_MAX (4,096 bytes,
+/// so about 2,048 levels) anyway, and the walk recurses.
+const TREE_DEPTH_MAX: usize = 2048;
 
 /// How much to check.
 #[derive(Debug, Clone, Default)]
@@ -93,6 +98,31 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
     let on_disk = vault.pack_files()?;
     report.packs = on_disk.len();
     let mut damaged: BTreeMap<PackId, String> = BTreeMap::new();
+    // Every index row must lie inside its pack as recorded; --read-data also matches the rows
+    // against the trailers. A row that lies sends readers to the wrong bytes.
+    let mut rows: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+    vault
+        .index()
+        .for_each_row(|pack, e| rows.entry(pack).or_default().push(e))?;
+    for (pack, entries) in &rows {
+        let size = indexed.get(pack).copied().unwrap_or(0);
+        let outside = entries
+            .iter()
+            .filter(|e| {
+                e.offset
+                    .checked_add(u64::from(e.stored_len))
+                    .is_none_or(|end| end > size)
+            })
+            .count();
+        if outside > 0 {
+            damaged.insert(
+                *pack,
+                format!(
+                    "{outside} index row(s) point past the pack's {size} bytes (run `vault reindex`)"
+                ),
+            );
+        }
+    }
     for (id, size) in &indexed {
         match on_disk.get(id) {
             None => {
@@ -119,7 +149,7 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
         }
         let total: u64 = ids.iter().map(|id| on_disk[id]).sum();
         progress.inc_total(total);
-        let results = read_packs(&reader, &ids, &on_disk, opts.threads, progress);
+        let results = read_packs(&reader, &ids, &on_disk, &rows, opts.threads, progress);
         report.packs_read = ids.len();
         report.bytes_read = total;
         for (id, outcome) in results {
@@ -155,7 +185,7 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
     };
     for (id, m) in &manifests {
         let snap = id.short();
-        tracer.tree(&m.tree, &snap, "");
+        tracer.tree(&m.tree, &snap, "", 0);
     }
     report.trees = tracer.trees;
     report.blobs_referenced = tracer.seen_blobs.len();
@@ -209,12 +239,45 @@ fn sample(mut ids: Vec<PackId>, percent: f64) -> Result<Vec<PackId>> {
     Ok(ids)
 }
 
-type PackOutcome = std::result::Result<(), (String, Vec<BlobId>)>;
+/// Why a pack failed, and the blobs it takes with it.
+type PackFailure = (String, Vec<BlobId>);
+type PackOutcome = std::result::Result<(), PackFailure>;
 
+/// Raw bytes of blobs checked per work item: small enough that two threads share the last pack.
+const BATCH_RAW_BYTES: u64 = 8 << 20;
+
+/// One pack being checked: read and parsed by one thread, its blobs checked by any.
+struct PackWork {
+    id: PackId,
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+    hash_ok: AtomicBool,
+    bad: Mutex<Vec<BlobId>>,
+    /// Work items not yet done; whoever finishes the last one records the outcome.
+    left: AtomicUsize,
+}
+
+enum Item {
+    Hash(Arc<PackWork>),
+    Blobs(Arc<PackWork>, Range<usize>),
+}
+
+#[derive(Default)]
+struct Queue {
+    next_pack: usize,
+    /// Packs read but with items still running: at most one per thread, which bounds memory.
+    in_flight: usize,
+    items: VecDeque<Item>,
+}
+
+/// Checks every pack in `ids` on `threads` threads. A thread takes a queued item first, else
+/// reads the next pack (when fewer packs than threads are in memory) and queues its items: the
+/// pack hash and batches of [`BATCH_RAW_BYTES`] of blobs, so no thread idles on the last pack.
 fn read_packs(
     reader: &BlobReader,
     ids: &[PackId],
     sizes: &HashMap<PackId, u64>,
+    rows: &HashMap<PackId, Vec<PackEntry>>,
     threads: usize,
     progress: &Progress,
 ) -> Vec<(PackId, PackOutcome)> {
@@ -225,24 +288,118 @@ fn read_packs(
     } else {
         threads
     };
-    let next = AtomicUsize::new(0);
+    let queue = Mutex::new(Queue::default());
+    let wake = Condvar::new();
     let out = Mutex::new(Vec::with_capacity(ids.len()));
+    let finish = |work: &PackWork| {
+        let outcome = pack_outcome(work, rows.get(&work.id));
+        progress.inc(sizes.get(&work.id).copied().unwrap_or(0));
+        out.lock()
+            .expect("invariant: result lock")
+            .push((work.id, outcome));
+        queue.lock().expect("invariant: queue lock").in_flight -= 1;
+        wake.notify_all();
+    };
+    let done_one = |work: &Arc<PackWork>| {
+        if work.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            finish(work);
+        }
+    };
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(id) = ids.get(i) else { break };
-                let r = check_pack(reader, id);
-                progress.inc(sizes.get(id).copied().unwrap_or(0));
-                out.lock().expect("invariant: result lock").push((*id, r));
+                enum Next {
+                    Item(Item),
+                    Pack(PackId),
+                }
+                let next = {
+                    let mut q = queue.lock().expect("invariant: queue lock");
+                    loop {
+                        if let Some(item) = q.items.pop_front() {
+                            break Some(Next::Item(item));
+                        }
+                        if q.next_pack < ids.len() && q.in_flight < threads {
+                            q.next_pack += 1;
+                            q.in_flight += 1;
+                            break Some(Next::Pack(ids[q.next_pack - 1]));
+                        }
+                        if q.next_pack >= ids.len() && q.in_flight == 0 {
+                            break None;
+                        }
+                        q = wake.wait(q).expect("invariant: queue lock");
+                    }
+                };
+                match next {
+                    None => break,
+                    Some(Next::Item(Item::Hash(work))) => {
+                        let ok = blake3::hash(&work.bytes).as_bytes() == &work.id.0;
+                        work.hash_ok.store(ok, Ordering::Release);
+                        done_one(&work);
+                    }
+                    Some(Next::Item(Item::Blobs(work, range))) => {
+                        let bad = check_blobs(reader, &work.bytes, &work.entries[range]);
+                        if !bad.is_empty() {
+                            work.bad.lock().expect("invariant: bad lock").extend(bad);
+                        }
+                        done_one(&work);
+                    }
+                    Some(Next::Pack(id)) => match open_pack(reader, &id) {
+                        Err(failed) => {
+                            progress.inc(sizes.get(&id).copied().unwrap_or(0));
+                            out.lock()
+                                .expect("invariant: result lock")
+                                .push((id, Err(failed)));
+                            queue.lock().expect("invariant: queue lock").in_flight -= 1;
+                            wake.notify_all();
+                        }
+                        Ok((bytes, entries)) => {
+                            let batches = batches(&entries);
+                            let work = Arc::new(PackWork {
+                                id,
+                                bytes,
+                                entries,
+                                hash_ok: AtomicBool::new(false),
+                                bad: Mutex::new(Vec::new()),
+                                left: AtomicUsize::new(batches.len() + 1),
+                            });
+                            let mut q = queue.lock().expect("invariant: queue lock");
+                            q.items.push_back(Item::Hash(work.clone()));
+                            for b in batches {
+                                q.items.push_back(Item::Blobs(work.clone(), b));
+                            }
+                            drop(q);
+                            wake.notify_all();
+                        }
+                    },
+                }
             });
         }
     });
     out.into_inner().expect("invariant: result lock")
 }
 
-/// Reads one pack whole and checks its id, trailer and every blob.
-fn check_pack(reader: &BlobReader, id: &PackId) -> PackOutcome {
+/// Splits a pack's entries into runs of about [`BATCH_RAW_BYTES`] of plaintext.
+fn batches(entries: &[PackEntry]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut raw) = (0, 0u64);
+    for (i, e) in entries.iter().enumerate() {
+        raw += u64::from(e.raw_len);
+        if raw >= BATCH_RAW_BYTES {
+            out.push(start..i + 1);
+            (start, raw) = (i + 1, 0);
+        }
+    }
+    if start < entries.len() {
+        out.push(start..entries.len());
+    }
+    out
+}
+
+/// Reads a pack whole and parses its trailer.
+fn open_pack(
+    reader: &BlobReader,
+    id: &PackId,
+) -> std::result::Result<(Vec<u8>, Vec<PackEntry>), PackFailure> {
     // Only on failure: which blobs the index places in this pack.
     let indexed = || -> Vec<BlobId> {
         reader
@@ -255,20 +412,48 @@ fn check_pack(reader: &BlobReader, id: &PackId) -> PackOutcome {
     let bytes = reader
         .read_pack(id)
         .map_err(|e| (format!("cannot read: {}", e.full()), indexed()))?;
-    let entries = match pack::parse_pack(reader.crypto(), &bytes) {
-        Ok(e) => e,
-        Err(reason) => return Err((reason, indexed())),
-    };
+    match pack::parse_pack(reader.crypto(), &bytes) {
+        Ok(entries) => Ok((bytes, entries)),
+        Err(reason) => Err((reason, indexed())),
+    }
+}
+
+/// The blobs among `entries` that do not open to their ids. A data blob larger than any chunk is
+/// refused unopened, as readers refuse it ([`blob::MAX_DATA_BLOB_RAW_BYTES`]).
+fn check_blobs(reader: &BlobReader, bytes: &[u8], entries: &[PackEntry]) -> Vec<BlobId> {
     let mut bad = Vec::new();
-    for e in &entries {
+    for e in entries {
         let start = e.offset as usize;
         let stored = &bytes[start..start + e.stored_len as usize];
-        if blob::open(reader.crypto(), &e.id, e.compression, e.raw_len, stored).is_err() {
+        let too_big = e.kind == BlobKind::Data && e.raw_len > blob::MAX_DATA_BLOB_RAW_BYTES;
+        if too_big || blob::open(reader.crypto(), &e.id, e.compression, e.raw_len, stored).is_err()
+        {
             bad.push(e.id);
         }
     }
-    let hash_ok = blake3::hash(&bytes).as_bytes() == &id.0;
-    match (hash_ok, bad.is_empty()) {
+    bad
+}
+
+/// The verdict on a pack whose items are all done. Index rows that place a blob in this pack
+/// must be entries of its trailer: a row that is not would send readers to the wrong bytes.
+fn pack_outcome(work: &PackWork, rows: Option<&Vec<PackEntry>>) -> PackOutcome {
+    let mut bad = std::mem::take(&mut *work.bad.lock().expect("invariant: bad lock"));
+    let trailer: HashSet<&PackEntry> = work.entries.iter().collect();
+    let strays: Vec<BlobId> = rows
+        .into_iter()
+        .flatten()
+        .filter(|r| !trailer.contains(r))
+        .map(|r| r.id)
+        .collect();
+    if !strays.is_empty() {
+        let n = strays.len();
+        bad.extend(strays);
+        return Err((
+            format!("{n} index row(s) do not match the pack's trailer (run `vault reindex`)"),
+            bad,
+        ));
+    }
+    match (work.hash_ok.load(Ordering::Acquire), bad.is_empty()) {
         (true, true) => Ok(()),
         (_, false) => Err((format!("{} blob(s) fail their hash check", bad.len()), bad)),
         (false, true) => Err((
@@ -310,8 +495,8 @@ impl Tracer<'_> {
         true
     }
 
-    /// Walks a tree; returns true when everything under it is intact.
-    fn tree(&mut self, id: &BlobId, snap: &str, path: &str) -> bool {
+    /// Walks a tree `depth` levels down; returns true when everything under it is intact.
+    fn tree(&mut self, id: &BlobId, snap: &str, path: &str, depth: usize) -> bool {
         if self.clean_trees.contains(id) {
             return true;
         }
@@ -320,6 +505,12 @@ impl Tracer<'_> {
         } else {
             path.to_string()
         };
+        if depth > TREE_DEPTH_MAX {
+            self.problems.push(format!(
+                "snapshot {snap}: {shown}: directories nested deeper than {TREE_DEPTH_MAX} levels"
+            ));
+            return false;
+        }
         if !self.blob_ok(id, snap, &shown) {
             return false;
         }
@@ -349,9 +540,10 @@ impl Tracer<'_> {
                 clean = false;
             }
             match &e.node {
-                Node::Dir { subtree } => clean &= self.tree(subtree, snap, &child),
+                Node::Dir { subtree } => clean &= self.tree(subtree, snap, &child, depth + 1),
                 Node::File { chunks } => {
                     let mut ok = true;
+                    let mut held = 0u64;
                     for c in chunks {
                         // Report each broken file once, on its first bad chunk.
                         if ok && !self.blob_ok(c, snap, &child) {
@@ -359,6 +551,18 @@ impl Tracer<'_> {
                         } else {
                             self.seen_blobs.insert(*c);
                         }
+                        held += self
+                            .reader
+                            .location(c)
+                            .map_or(0, |l| u64::from(l.entry.raw_len));
+                    }
+                    if ok && held != e.size {
+                        self.problems.push(format!(
+                            "snapshot {snap}: {child}: the file is recorded as {} bytes but its \
+                             chunks hold {held}",
+                            e.size
+                        ));
+                        ok = false;
                     }
                     clean &= ok;
                 }

@@ -375,11 +375,15 @@ fn declared_sizes_that_lie_are_refused() {
         );
     }
     assert_eq!(fs::read(target.join("data/ok.txt")).unwrap(), b"fine");
-    // `verify` checks that every blob is there and sound, not that sizes add up, so it calls
-    // this snapshot clean (a gap in verify, see docs/reliability-hostile.md); it must still end
-    // within its bounds.
-    s.verify(false);
-    s.verify(true);
+    // `verify` adds up each file's chunks against its recorded size.
+    for read_data in [false, true] {
+        let run = s.verify(read_data);
+        expect(&run, &[4], &["data/huge"]);
+        assert!(
+            run.stdout.contains("data/short") || run.stderr.contains("data/short"),
+            "{run:#?}"
+        );
+    }
 }
 
 /// postcard's unsigned varint.
@@ -530,8 +534,8 @@ fn data_blobs_larger_than_any_chunk_are_refused_before_they_inflate() {
     let (run, _) = s.restore(&id, &[]);
     expect(&run, &[4], &["bomb-1"]);
     assert!(run.stderr.contains("bomb-2"), "{run:#?}");
-    // `verify --read-data` opens every blob of every pack itself and still inflates these (about
-    // 270 MiB at its peak): a gap in verify, see docs/reliability-hostile.md.
+    // `verify --read-data` refuses them unopened too, within the runner's memory bound.
+    expect(&s.verify(true), &[4], &["fail their hash check"]);
 }
 
 /// A scene whose `data/ok.txt` is sound and whose `data/bad.bin` is in a pack crafted by
@@ -639,10 +643,9 @@ fn index_rows_that_lie_are_refused_before_allocating() {
         let (run, target) = s.restore(&id, &[]);
         expect(&run, &[4], &["lied.bin"]);
         assert_eq!(fs::read(target.join("data/ok.txt")).unwrap(), b"fine");
-        // `verify` does not compare index rows with the packs' trailers, so it calls this vault
-        // clean (a gap in verify, see docs/reliability-hostile.md); it must end within bounds.
-        s.verify(false);
-        s.verify(true);
+        // `verify` bounds every index row by its pack's size.
+        expect(&s.verify(false), &[4], &["index row"]);
+        expect(&s.verify(true), &[4], &["index row"]);
     }
 }
 
@@ -679,7 +682,7 @@ fn ten_thousand_nested_directories_end_cleanly() {
     let (run, target) = s.restore(&id, &[]);
     expect(&run, &[1, 4], &["too long"]);
     assert!(target.join("d/d/d").is_dir());
-    // Not run here: `verify` walks trees recursively with the full path at every level, about
-    // 345 MiB at this depth and growing with its square (see docs/reliability-hostile.md); `ls`
-    // prints every full path, 100 MB of output at this depth.
+    // `verify` stops at its depth limit, within the runner's memory bound. (Not run here: `ls`
+    // prints every full path, 100 MB of output at this depth.)
+    expect(&s.verify(false), &[4], &["nested deeper than"]);
 }
