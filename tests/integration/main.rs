@@ -17,6 +17,8 @@ mod drill;
 mod encryption;
 mod forget;
 mod gates;
+mod hostile_config;
+mod hostile_http;
 mod locking;
 mod postgres;
 mod prune;
