@@ -279,7 +279,8 @@ impl AgentState {
             .lkg
             .as_ref()
             .map(|l| now.duration_since(l.time).unwrap_or_default());
-        let limit = self.rpo + self.grace;
+        // The config bounds both, but an overflow here would panic in a request handler.
+        let limit = self.rpo.saturating_add(self.grace);
         let (healthy, reason) = match age {
             None => (
                 false,

@@ -54,13 +54,17 @@ impl Default for Agent {
 
 /// The `[agent]` table as written.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "the [agent] table")]
+#[serde(deny_unknown_fields)]
 pub(super) struct WireAgent {
     interval: Option<Spanned<String>>,
     rpo: Option<Spanned<String>>,
     grace: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
     allow_remote_listen: Option<bool>,
+}
+
+impl super::Section for WireAgent {
+    const EXPECTING: &'static str = "the [agent] table";
 }
 
 impl WireAgent {
@@ -108,6 +112,13 @@ impl WireAgent {
                         ),
                     )
                 })?;
+                if addr.port() == 0 {
+                    // The system would pick a port and nobody could find /health on it.
+                    return Err(ctx.invalid(
+                        v,
+                        format!("agent.listen {addr}: port 0 is not a port to serve on"),
+                    ));
+                }
                 if !addr.ip().is_loopback() && !allow_remote_listen {
                     return Err(ctx.invalid(
                         v,

@@ -14,6 +14,12 @@ use super::error::{ConfigError, Ctx};
 
 /// Longest source or remote name, in bytes.
 pub(super) const NAME_MAX_BYTES: usize = 64;
+/// Longest duration any key takes (humantime's 100 years). Far past any schedule, and far enough
+/// from the limits of `Instant` and `Duration` that adding two never overflows (an RPO plus its
+/// grace, a drill's deadline).
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(100 * YEAR_SECS);
+/// humantime's year: 365.25 days.
+const YEAR_SECS: u64 = 31_557_600;
 
 /// A source or remote name: `[a-z0-9_-]+`, at most [`NAME_MAX_BYTES`]. Source names become root
 /// names in snapshots and `--source NAME` filters, so they must be the same on every filesystem.
@@ -46,6 +52,10 @@ pub(super) fn absolute_path(
     what: &str,
 ) -> Result<PathBuf, ConfigError> {
     let path = value.get_ref();
+    if path.as_os_str().as_encoded_bytes().contains(&0) {
+        // No system call takes it: refused here, at its place, rather than at the first open.
+        return Err(ctx.invalid(value, format!("{what} holds a NUL byte")));
+    }
     if !path.is_absolute() {
         return Err(ctx.invalid(
             value,
@@ -58,13 +68,13 @@ pub(super) fn absolute_path(
     Ok(path.clone())
 }
 
-/// A humantime duration such as `"15m"` or `"1h 30m"`.
+/// A humantime duration such as `"15m"` or `"1h 30m"`, at most [`MAX_DURATION`].
 pub(super) fn duration(
     ctx: &Ctx<'_>,
     value: &Spanned<String>,
     what: &str,
 ) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(value.get_ref()).map_err(|e| {
+    let d = humantime::parse_duration(value.get_ref()).map_err(|e| {
         ctx.invalid(
             value,
             format!(
@@ -72,7 +82,18 @@ pub(super) fn duration(
                 value.get_ref()
             ),
         )
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(ctx.invalid(
+            value,
+            format!(
+                "{what} {:?} is longer than the longest duration taken, {}",
+                value.get_ref(),
+                humantime::format_duration(MAX_DURATION)
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 /// Globs that must compile with globset. `literal_separator` is how `template_only` globs are

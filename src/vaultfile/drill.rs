@@ -54,13 +54,17 @@ impl Default for Drill {
 
 /// The `[drill]` table as written.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "the [drill] table")]
+#[serde(deny_unknown_fields)]
 pub(super) struct WireDrill {
     pg_scratch: Option<Spanned<String>>,
     #[serde(default)]
     checks: BTreeMap<String, Spanned<Vec<String>>>,
     health_command: Option<Spanned<Vec<String>>>,
     health_timeout: Option<Spanned<String>>,
+}
+
+impl super::Section for WireDrill {
+    const EXPECTING: &'static str = "the [drill] table";
 }
 
 impl WireDrill {

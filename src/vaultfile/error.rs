@@ -125,9 +125,17 @@ impl Ctx<'_> {
     /// The error for a `toml` parse or deserialize failure.
     pub(super) fn syntax(&self, err: &toml::de::Error) -> ConfigError {
         let raw = err.message().trim_end();
-        let message = refine_unknown_field(raw).unwrap_or_else(|| raw.to_string());
+        let mut message = refine_unknown_field(raw).unwrap_or_else(|| raw.to_string());
         match err.span() {
             Some(span) => {
+                // serde's type errors ("invalid type: integer `900`, expected a string") say
+                // what is wrong but not about which key.
+                let typed = ["invalid type", "invalid value", "invalid length"]
+                    .iter()
+                    .any(|p| message.starts_with(p));
+                if let Some(key) = typed.then(|| key_at(self.text, span.start)).flatten() {
+                    message = format!("{key}: {message}");
+                }
                 let (line, column) = line_column(self.text, span.start);
                 ConfigError::Syntax {
                     path: self.path.to_path_buf(),
@@ -156,6 +164,44 @@ pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
+}
+
+/// The key whose value starts at byte `offset`, as `table.key` under a `[table]` header: the
+/// last `key =` on that line before the value (`command = ["echo", 7]` gives `command`, and
+/// `gates = { sanity = [..] }` gives `sanity`). `None` when the value's line holds no `=` before
+/// it, as inside a multi-line array.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let line_start = text[..end].rfind('\n').map_or(0, |n| n + 1);
+    let before = &text[line_start..end];
+    let (lhs, _) = before.rsplit_once('=')?;
+    let lhs = lhs.trim_end();
+    let start = lhs
+        .rfind(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | '\'')))
+        .map_or(0, |i| i + 1);
+    let key = lhs[start..].trim_matches(|c| c == '"' || c == '\'');
+    if key.is_empty() {
+        return None;
+    }
+    let header = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| {
+            let l = l.split('#').next().unwrap_or_default().trim();
+            l.trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .to_string()
+        });
+    Some(match header {
+        Some(table) if !table.is_empty() => format!("{table}.{key}"),
+        _ => key.to_string(),
+    })
 }
 
 /// Rewrites serde's "unknown field `x`, expected ..." without the refused keys and with a
@@ -248,6 +294,18 @@ mod tests {
             "{m}"
         );
         assert_eq!(refine_unknown_field("missing field `vault`"), None);
+    }
+
+    #[test]
+    fn key_at_names_the_key_of_a_value() {
+        let text = "vault = 5\n[agent]\ninterval = 900 # x\n[[source]]\ncommand = [\"a\", 7]\n\
+                    gates = { sanity = [1] }\nx = [\n  7\n]\n";
+        let at = |needle: &str| key_at(text, text.find(needle).unwrap());
+        assert_eq!(at("5").as_deref(), Some("vault"));
+        assert_eq!(at("900").as_deref(), Some("agent.interval"));
+        assert_eq!(at("7]").as_deref(), Some("source.command"));
+        assert_eq!(at("[1]").as_deref(), Some("source.sanity"));
+        assert_eq!(at("  7").as_deref(), None);
     }
 
     #[test]

@@ -14,14 +14,18 @@ use super::error::{ConfigError, Ctx};
 
 /// The `[gates]` table as written.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "the [gates] table")]
+#[serde(deny_unknown_fields)]
 pub(super) struct WireGates {
-    sanity: Option<WireSanity>,
+    sanity: Option<super::Table<WireSanity>>,
+}
+
+impl super::Section for WireGates {
+    const EXPECTING: &'static str = "the [gates] table";
 }
 
 /// The `[gates.sanity]` table as written.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "the [gates.sanity] table")]
+#[serde(deny_unknown_fields)]
 struct WireSanity {
     git: Option<bool>,
     lockfiles: Option<bool>,
@@ -32,9 +36,13 @@ struct WireSanity {
     depended_on: Option<Vec<Spanned<String>>>,
 }
 
+impl super::Section for WireSanity {
+    const EXPECTING: &'static str = "the [gates.sanity] table";
+}
+
 impl WireGates {
     pub(super) fn check(self, ctx: &Ctx<'_>) -> Result<Gates, ConfigError> {
-        let Some(wire) = self.sanity else {
+        let Some(super::Table(wire)) = self.sanity else {
             return Ok(Gates::default());
         };
         let defaults = SanitySettings::default();

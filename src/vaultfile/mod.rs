@@ -39,7 +39,7 @@ use std::io::Read;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-use serde::de::{SeqAccess, Visitor};
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
@@ -99,16 +99,16 @@ struct WireFile {
     #[serde(default)]
     template_only: Vec<Spanned<String>>,
     #[serde(default, rename = "source", deserialize_with = "source_tables")]
-    sources: Vec<Spanned<source::WireSource>>,
+    sources: Vec<Spanned<Table<source::WireSource>>>,
     #[serde(default)]
-    gates: gates::WireGates,
+    gates: Table<gates::WireGates>,
     #[serde(default, rename = "remote", deserialize_with = "remote_tables")]
-    remotes: Vec<remote::WireRemote>,
+    remotes: Vec<Table<remote::WireRemote>>,
     #[serde(default)]
-    agent: agent::WireAgent,
-    retention: Option<Spanned<retention::WireRetention>>,
+    agent: Table<agent::WireAgent>,
+    retention: Option<Spanned<Table<retention::WireRetention>>>,
     #[serde(default)]
-    drill: drill::WireDrill,
+    drill: Table<drill::WireDrill>,
     password: Option<Spanned<toml::Value>>,
     password_command: Option<Spanned<toml::Value>>,
     password_file: Option<Spanned<toml::Value>>,
@@ -139,14 +139,14 @@ impl VaultFile {
         let mut seen = HashMap::new();
         for table in wire.sources {
             let span = table.span();
-            let source = table.into_inner();
+            let source = table.into_inner().0;
             unique(&ctx, &mut seen, source.name(), "source")?;
             sources.push(source.check(&ctx, span)?);
         }
-        let gates = wire.gates.check(&ctx)?;
+        let gates = wire.gates.0.check(&ctx)?;
         let mut remotes = Vec::with_capacity(wire.remotes.len());
         let mut seen = HashMap::new();
-        for remote in wire.remotes {
+        for Table(remote) in wire.remotes {
             unique(&ctx, &mut seen, remote.name(), "remote")?;
             let url_at = remote.url_span();
             let remote = remote.check(&ctx)?;
@@ -158,16 +158,16 @@ impl VaultFile {
             }
             remotes.push(remote);
         }
-        let agent = wire.agent.check(&ctx)?;
+        let agent = wire.agent.0.check(&ctx)?;
         let retention_set = wire.retention.is_some();
         let retention = match wire.retention {
             Some(table) => {
                 let span = table.span();
-                table.into_inner().check(&ctx, span)?
+                table.into_inner().0.check(&ctx, span)?
             }
             None => Retention::default(),
         };
-        let drill = wire.drill.check(&ctx, &sources)?;
+        let drill = wire.drill.0.check(&ctx, &sources)?;
         Ok(VaultFile {
             vault,
             template_only,
@@ -269,16 +269,49 @@ impl VaultFile {
 
 fn source_tables<'de, D: Deserializer<'de>>(
     d: D,
-) -> Result<Vec<Spanned<source::WireSource>>, D::Error> {
+) -> Result<Vec<Spanned<Table<source::WireSource>>>, D::Error> {
     d.deserialize_seq(ArrayOfTables::new(
         "[[source]] tables (written [[source]], not [source])",
     ))
 }
 
-fn remote_tables<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<remote::WireRemote>, D::Error> {
+fn remote_tables<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Table<remote::WireRemote>>, D::Error> {
     d.deserialize_seq(ArrayOfTables::new(
         "[[remote]] tables (written [[remote]], not [remote])",
     ))
+}
+
+/// A section of the file, named for the error that refuses it in another shape.
+trait Section {
+    /// What the file should hold there: "the [agent] table".
+    const EXPECTING: &'static str;
+}
+
+/// A section that must be written as a table. serde's derived `Deserialize` also takes an array
+/// and fills the fields from its elements in declaration order, so that
+/// `agent = ["1m", "1h", "5m", "127.0.0.1:1", false]` would pass as an `[agent]` table: values
+/// bound to keys by a position the file never shows. Only a table of named keys gets through.
+#[derive(Debug, Default)]
+struct Table<T>(T);
+
+impl<'de, T: Deserialize<'de> + Section> Deserialize<'de> for Table<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keyed<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Section> Visitor<'de> for Keyed<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(T::EXPECTING)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Keyed(PhantomData)).map(Table)
+    }
 }
 
 /// A `Vec` visitor whose error says how to write an array of tables: `[source]` for

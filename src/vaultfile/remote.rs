@@ -151,7 +151,7 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
 
 /// A `[[remote]]` table as written.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [[remote]] table")]
+#[serde(deny_unknown_fields)]
 pub(super) struct WireRemote {
     name: Spanned<String>,
     url: Spanned<String>,
@@ -162,6 +162,10 @@ pub(super) struct WireRemote {
     access_key_id: Option<Spanned<toml::Value>>,
     secret_access_key: Option<Spanned<toml::Value>>,
     session_token: Option<Spanned<toml::Value>>,
+}
+
+impl super::Section for WireRemote {
+    const EXPECTING: &'static str = "a [[remote]] table";
 }
 
 impl WireRemote {

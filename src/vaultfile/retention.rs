@@ -110,7 +110,7 @@ impl Default for Retention {
 
 /// The `[retention]` table as written.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "the [retention] table")]
+#[serde(deny_unknown_fields)]
 pub(super) struct WireRetention {
     keep_last: Option<Spanned<i64>>,
     keep_within: Option<Spanned<String>>,
@@ -120,6 +120,10 @@ pub(super) struct WireRetention {
     keep_weekly: Option<Spanned<i64>>,
     keep_monthly: Option<Spanned<i64>>,
     keep_yearly: Option<Spanned<i64>>,
+}
+
+impl super::Section for WireRetention {
+    const EXPECTING: &'static str = "the [retention] table";
 }
 
 impl WireRetention {

@@ -132,7 +132,7 @@ type Strings = Spanned<Vec<Spanned<String>>>;
 
 /// A `[[source]]` table as written: every key of every kind.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [[source]] table")]
+#[serde(deny_unknown_fields)]
 pub(super) struct WireSource {
     name: Spanned<String>,
     kind: Spanned<Kind>,
@@ -148,6 +148,10 @@ pub(super) struct WireSource {
     command: Option<Spanned<Vec<String>>>,
     stream_name: Option<Spanned<String>>,
     password: Option<Spanned<toml::Value>>,
+}
+
+impl super::Section for WireSource {
+    const EXPECTING: &'static str = "a [[source]] table";
 }
 
 impl WireSource {

@@ -18,6 +18,8 @@ mod encryption;
 mod forget;
 mod gates;
 mod hostile;
+mod hostile_config;
+mod hostile_http;
 mod locking;
 mod postgres;
 mod prune;
