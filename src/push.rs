@@ -160,6 +160,7 @@ pub fn push(
     report.bytes_uploaded += uploaded;
 
     // 4. snapshots/, now that every pack is there.
+    crate::crashpoint::at("push-before-snapshots");
     for name in &snapshots {
         let path = root.join(name);
         let bytes = fs::read(&path).at(&path)?;
@@ -175,6 +176,7 @@ pub fn push(
     }
 
     // 5. The LKG ref, last.
+    crate::crashpoint::at("push-before-ref");
     let ref_path = crate::lkg::ref_path(root);
     match fs::read(&ref_path) {
         Ok(ours) => {
@@ -300,6 +302,7 @@ fn upload_one(packs_dir: &Path, backend: &dyn Backend, name: &str) -> Result<u64
     backend
         .put(name, &bytes)
         .map_err(|e: BackendError| Error::Backend(e))?;
+    crate::crashpoint::at("push-after-pack");
     Ok(bytes.len() as u64)
 }
 

@@ -9,7 +9,7 @@
 //! are still restored. Directory modes and times are applied last, deepest first.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -352,11 +352,34 @@ fn write_content(
     progress: &Progress,
 ) -> Result<u64> {
     let mut written = 0u64;
+    // A chunk of zeros is skipped, not written: the file is new, so the gap reads back as zeros
+    // and a sparse file (a VM image) comes back sparse instead of filling the disk. The holes'
+    // chunks all share one id, so a repeat is skipped without reading it again.
+    let mut zeros: Option<(crate::id::BlobId, u64)> = None;
     for id in chunks {
-        let data = reader.read(id)?;
-        f.write_all(&data).at(&job.path)?;
-        written += data.len() as u64;
-        progress.inc(data.len() as u64);
+        let len = match zeros {
+            Some((z, len)) if z == *id => {
+                f.seek(SeekFrom::Current(len as i64)).at(&job.path)?;
+                len
+            }
+            _ => {
+                let data = reader.read(id)?;
+                let len = data.len() as u64;
+                if data.iter().all(|&b| b == 0) {
+                    f.seek(SeekFrom::Current(len as i64)).at(&job.path)?;
+                    zeros = Some((*id, len));
+                } else {
+                    f.write_all(&data).at(&job.path)?;
+                }
+                len
+            }
+        };
+        written += len;
+        progress.inc(len);
+    }
+    // A file that ends in a hole gets its length here.
+    if zeros.is_some() {
+        f.set_len(written).at(&job.path)?;
     }
     if written != job.entry.size {
         return Err(Error::corrupt(

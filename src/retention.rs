@@ -225,6 +225,43 @@ pub struct ForgetReport {
     pub decisions: Vec<Decision>,
 }
 
+/// Each snapshot's time as retention judges it: its manifest's, but never earlier than its
+/// parent's. A snapshot is taken after its parent, so one stamped earlier was taken after the
+/// wall clock went backwards; judged by its stamp, the newest snapshot would count as old and be
+/// forgotten by `keep_last` although it may be the next last-known-good. It is placed just after
+/// its parent instead. Snapshots without a readable time are left out.
+fn ordered_times(snaps: &[crate::vault::Snapshot]) -> BTreeMap<SnapshotId, SystemTime> {
+    let own: BTreeMap<SnapshotId, (SystemTime, Option<SnapshotId>)> = snaps
+        .iter()
+        .filter_map(|(id, m)| Some((*id, (m.system_time()?, m.parent))))
+        .collect();
+    let mut out = BTreeMap::new();
+    for id in own.keys() {
+        // The chain of ancestors still present, nearest first (bounded: ids are hashes, so a
+        // cycle needs a forged manifest, and then the walk just stops).
+        let mut chain = vec![*id];
+        while let Some(p) = own[chain.last().expect("invariant: chain is non-empty")].1 {
+            if !own.contains_key(&p) || chain.contains(&p) || out.contains_key(&p) {
+                break;
+            }
+            chain.push(p);
+        }
+        let mut floor: Option<SystemTime> = own[chain.last().expect("invariant: non-empty")]
+            .1
+            .and_then(|p| out.get(&p).copied());
+        for c in chain.iter().rev() {
+            let t = own[c].0;
+            let t = match floor {
+                Some(f) if t <= f => f + Duration::from_nanos(1),
+                _ => t,
+            };
+            out.insert(*c, t);
+            floor = Some(t);
+        }
+    }
+    out
+}
+
 /// The series a manifest belongs to: its sources (names and paths), in order.
 fn series_of(m: &crate::manifest::Manifest) -> String {
     let mut parts: Vec<String> = m
@@ -292,12 +329,13 @@ fn judge_and_remove(
 ) -> Result<ForgetReport> {
     let (snaps, _) = vault.snapshots()?;
     let lkg = crate::lkg::read(vault)?.map(|r| r.snapshot);
+    let times = ordered_times(&snaps);
     let candidates: Vec<Candidate> = snaps
         .iter()
         .filter_map(|(id, m)| {
             Some(Candidate {
                 id: *id,
-                time: m.system_time()?,
+                time: *times.get(id)?,
                 series: series_of(m),
                 safety: m.safety,
             })
@@ -321,6 +359,7 @@ fn judge_and_remove(
     if !dry_run {
         for id in &gone {
             remove(id)?;
+            crate::crashpoint::at("forget-mid-remove");
         }
     }
     Ok(ForgetReport {

@@ -4,14 +4,25 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::SystemTime;
 
-/// Now, as RFC 3339 in UTC with seconds.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+/// Test hook: when `VAULT_FAKE_NOW` holds an RFC 3339 time, the stamps below (manifest, audit,
+/// lock and promotion times) use it instead of the wall clock, so that a test can take a
+/// snapshot whose clock went backwards. Inert unless set, like `VAULT_CRASH_AT`
+/// ([`crate::crashpoint`]); a value that does not parse is ignored.
+pub fn now() -> SystemTime {
+    std::env::var("VAULT_FAKE_NOW")
+        .ok()
+        .and_then(|v| humantime::parse_rfc3339_weak(&v).ok())
+        .unwrap_or_else(SystemTime::now)
 }
 
-/// Now, as RFC 3339 in UTC with nanoseconds (manifests sort by it).
+/// Now ([`now`]), as RFC 3339 in UTC with seconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(now()).to_string()
+}
+
+/// Now ([`now`]), as RFC 3339 in UTC with nanoseconds (manifests sort by it).
 pub fn now_rfc3339_nanos() -> String {
-    humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
+    humantime::format_rfc3339_nanos(now()).to_string()
 }
 
 /// This machine's host name.

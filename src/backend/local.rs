@@ -26,6 +26,9 @@ const RENAME_PAUSE: Duration = Duration::from_millis(50);
 /// The file `vault remote add` leaves in a new directory remote; writes need it (or a pushed
 /// vault). Names starting with a dot are never objects: `list` skips them.
 pub const REMOTE_MARKER: &str = ".atlasvault-remote";
+/// Age past which a temporary file is a dead writer's leftover: no live push leaves a file
+/// untouched this long between creating it and renaming it into place.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 /// Longest name component NTFS accepts, in bytes (255 UTF-16 units; our names are ASCII).
 const NTFS_COMPONENT_MAX_BYTES: usize = 255;
 
@@ -147,12 +150,14 @@ impl LocalBackend {
                 d = parent;
             }
         }
+        sweep_stale_temps(&dir);
         let mut tmp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempfile_in(&dir)
             .map_err(io)?;
         tmp.write_all(data).map_err(io)?;
         tmp.as_file().sync_all().map_err(io)?;
+        crate::crashpoint::at("remote-put-before-rename");
         let mut attempt = 0;
         loop {
             match tmp.persist(&path) {
@@ -177,6 +182,30 @@ fn is_sharing_violation(e: &std::io::Error) -> bool {
         ErrorKind::PermissionDenied | ErrorKind::ResourceBusy
     ) || e.raw_os_error() == Some(libc::EBUSY)
         || e.raw_os_error() == Some(libc::ETXTBSY)
+}
+
+/// Removes the temporary files in `dir` left by writers that died before their rename (a push
+/// killed mid-pack leaves a pack-sized one that nothing else would ever remove). Only files
+/// untouched for [`STALE_TEMP_AGE`] go: a live writer, on this machine or another, is still
+/// writing or renaming its own. Best effort: a remote that refuses deletes keeps them.
+fn sweep_stale_temps(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for entry in rd.flatten() {
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(TEMP_PREFIX.as_bytes())
+        {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_TEMP_AGE));
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Fsyncs a directory; file systems that cannot (drvfs, some FUSE mounts) answer EINVAL, which is

@@ -315,13 +315,13 @@ fn verify_read_data_subset_reads_a_share() {
 }
 
 /// Runs the vault binary as `nobody` when we are root, so that permission bits bite.
-struct Unprivileged {
+pub(crate) struct Unprivileged {
     prefix: Vec<OsString>,
     program: OsString,
 }
 
 impl Unprivileged {
-    fn new(f: &Fixture) -> Option<Self> {
+    pub(crate) fn new(f: &Fixture) -> Option<Self> {
         if !is_root() {
             return Some(Unprivileged {
                 prefix: vec![],
@@ -357,7 +357,7 @@ impl Unprivileged {
     }
 
     /// `setpriv --reset-env` drops VAULT_PASSWORD_FILE, so the password comes by flag.
-    fn cmd(&self, f: &Fixture) -> VaultCmd {
+    pub(crate) fn cmd(&self, f: &Fixture) -> VaultCmd {
         VaultCmd::with_program(&self.program, &self.prefix, f.root())
             .vault_dir(&f.vault())
             .arg("--password-file")
@@ -366,7 +366,7 @@ impl Unprivileged {
 }
 
 /// Gives everything below `dir` to nobody (only when root).
-fn chown_tree(dir: &Path) {
+pub(crate) fn chown_tree(dir: &Path) {
     if !is_root() {
         return;
     }

@@ -15,6 +15,7 @@ mod crash;
 mod dedup;
 mod drill;
 mod encryption;
+mod faults;
 mod forget;
 mod gates;
 mod hostile;
