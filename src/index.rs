@@ -145,6 +145,16 @@ impl Index {
 
     /// Records a durable pack and all its blobs in one transaction.
     pub fn add_pack(&mut self, id: &PackId, size: u64, entries: &[PackEntry]) -> Result<()> {
+        self.write(false, &[(*id, size, entries)])
+    }
+
+    /// Replaces every row with these packs in one transaction (`vault reindex`): a crash leaves
+    /// the old index or the new one, never half of it.
+    pub fn replace_all(&mut self, packs: &[(PackId, u64, &[PackEntry])]) -> Result<()> {
+        self.write(true, packs)
+    }
+
+    fn write(&mut self, clear: bool, packs: &[(PackId, u64, &[PackEntry])]) -> Result<()> {
         self.local_changes += 1;
         let path = self.path.clone();
         let err = |source| Error::Index {
@@ -152,24 +162,28 @@ impl Index {
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO packs(id, size) VALUES (?1, ?2)",
-            params![&id.0[..], size as i64],
-        )
-        .map_err(err)?;
-        let seq: i64 = tx
-            .query_row("SELECT seq FROM packs WHERE id = ?1", [&id.0[..]], |r| {
-                r.get(0)
-            })
+        if clear {
+            tx.execute_batch("DELETE FROM blobs; DELETE FROM packs;")
+                .map_err(err)?;
+        }
+        for (id, size, entries) in packs {
+            tx.execute(
+                "INSERT OR IGNORE INTO packs(id, size) VALUES (?1, ?2)",
+                params![&id.0[..], *size as i64],
+            )
             .map_err(err)?;
-        {
+            let seq: i64 = tx
+                .query_row("SELECT seq FROM packs WHERE id = ?1", [&id.0[..]], |r| {
+                    r.get(0)
+                })
+                .map_err(err)?;
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO blobs(id, pack, kind, compression, offset, stored_len, raw_len)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(err)?;
-            for e in entries {
+            for e in entries.iter() {
                 stmt.execute(params![
                     &e.id.0[..],
                     seq,

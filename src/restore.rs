@@ -352,33 +352,32 @@ fn write_content(
     progress: &Progress,
 ) -> Result<u64> {
     let mut written = 0u64;
-    // A chunk of zeros is skipped, not written: the file is new, so the gap reads back as zeros
+    // Blocks of zeros are skipped, not written: the file is new, so the gap reads back as zeros
     // and a sparse file (a VM image) comes back sparse instead of filling the disk. The holes'
     // chunks all share one id, so a repeat is skipped without reading it again.
     let mut zeros: Option<(crate::id::BlobId, u64)> = None;
+    let mut ends_in_hole = false;
     for id in chunks {
         let len = match zeros {
             Some((z, len)) if z == *id => {
                 f.seek(SeekFrom::Current(len as i64)).at(&job.path)?;
+                ends_in_hole = true;
                 len
             }
             _ => {
                 let data = reader.read(id)?;
-                let len = data.len() as u64;
                 if data.iter().all(|&b| b == 0) {
-                    f.seek(SeekFrom::Current(len as i64)).at(&job.path)?;
-                    zeros = Some((*id, len));
-                } else {
-                    f.write_all(&data).at(&job.path)?;
+                    zeros = Some((*id, data.len() as u64));
                 }
-                len
+                ends_in_hole = write_sparse(&mut f, &data, written).at(&job.path)?;
+                data.len() as u64
             }
         };
         written += len;
         progress.inc(len);
     }
     // A file that ends in a hole gets its length here.
-    if zeros.is_some() {
+    if ends_in_hole {
         f.set_len(written).at(&job.path)?;
     }
     if written != job.entry.size {
@@ -390,6 +389,38 @@ fn write_content(
     apply_file_meta(&f, &job.path, &job.entry)?;
     progress.inc_file();
     Ok(written)
+}
+
+/// Block size for holes: the file system's usual block, aligned to the file offset.
+const HOLE_BLOCK: u64 = 4096;
+
+/// Writes `data` at the file position `at` (where `f` stands), seeking over blocks of zeros.
+/// Returns true when it ended on a skipped block.
+fn write_sparse(f: &mut fs::File, data: &[u8], at: u64) -> std::io::Result<bool> {
+    let mut i = 0usize;
+    let mut hole = false;
+    while i < data.len() {
+        let to_boundary = (HOLE_BLOCK - (at + i as u64) % HOLE_BLOCK) as usize;
+        let end = (i + to_boundary).min(data.len());
+        let zero = data[i..end].iter().all(|&b| b == 0);
+        // Extend the run of blocks of the same kind, then write or skip it at once.
+        let mut run_end = end;
+        while run_end < data.len() {
+            let next = (run_end + HOLE_BLOCK as usize).min(data.len());
+            if data[run_end..next].iter().all(|&b| b == 0) != zero {
+                break;
+            }
+            run_end = next;
+        }
+        if zero {
+            f.seek(SeekFrom::Current((run_end - i) as i64))?;
+        } else {
+            f.write_all(&data[i..run_end])?;
+        }
+        hole = zero;
+        i = run_end;
+    }
+    Ok(hole)
 }
 
 /// Under `--overwrite`: removes a file or symlink standing at `path` (never following it); a
