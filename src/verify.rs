@@ -265,13 +265,14 @@ enum Item {
 #[derive(Default)]
 struct Queue {
     next_pack: usize,
-    /// Packs read but with items still running: at most one per thread, which bounds memory.
+    /// Packs read but with items still running: at most `in_flight_max`, which bounds memory.
     in_flight: usize,
     items: VecDeque<Item>,
 }
 
 /// Checks every pack in `ids` on `threads` threads. A thread takes a queued item first, else
-/// reads the next pack (when fewer packs than threads are in memory) and queues its items: the
+/// reads the next pack (when fewer than half as many packs as threads are in memory) and queues
+/// its items: the
 /// pack hash and batches of [`BATCH_RAW_BYTES`] of blobs, so no thread idles on the last pack.
 fn read_packs(
     reader: &BlobReader,
@@ -288,6 +289,9 @@ fn read_packs(
     } else {
         threads
     };
+    // Packs in memory at once: half the threads (one on two cores), since every thread works on
+    // any pack's items; a pack is up to 32 MiB, so this is most of verify's memory.
+    let in_flight_max = threads.div_ceil(2);
     let queue = Mutex::new(Queue::default());
     let wake = Condvar::new();
     let out = Mutex::new(Vec::with_capacity(ids.len()));
@@ -318,7 +322,7 @@ fn read_packs(
                         if let Some(item) = q.items.pop_front() {
                             break Some(Next::Item(item));
                         }
-                        if q.next_pack < ids.len() && q.in_flight < threads {
+                        if q.next_pack < ids.len() && q.in_flight < in_flight_max {
                             q.next_pack += 1;
                             q.in_flight += 1;
                             break Some(Next::Pack(ids[q.next_pack - 1]));
