@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditRecord;
-use crate::crypto::Domain;
+use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::gates::{self, GateInput, GateResult};
@@ -52,13 +52,23 @@ pub fn read(vault: &Vault) -> Result<Option<LkgRef>> {
         ));
     }
     let stored = std::fs::read(&path).at(&path)?;
-    let bytes = vault
-        .crypto()
-        .open_json(Domain::Ref, REF_CONTEXT, &stored)
-        .map_err(|r| Error::corrupt(format!("ref {}", path.display()), r))?;
-    serde_json::from_slice(&bytes)
+    parse_ref(vault.crypto(), &stored)
         .map(Some)
-        .map_err(|e| Error::corrupt(format!("ref {}", path.display()), e.to_string()))
+        .map_err(|r| Error::corrupt(format!("ref {}", path.display()), r))
+}
+
+/// Decodes a ref file's stored bytes (opened first, in an encrypted vault): the decoder of
+/// untrusted bytes behind [`read`], also fuzzed (`fuzz/fuzz_targets/lkgref.rs`).
+pub fn parse_ref(crypto: &Crypto, stored: &[u8]) -> std::result::Result<LkgRef, String> {
+    let bytes = crypto.open_json(Domain::Ref, REF_CONTEXT, stored)?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// What [`parse_ref`] reads back: the ref's stored bytes.
+pub fn seal_ref(crypto: &Crypto, lkg: &LkgRef) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(lkg).expect("invariant: a ref serializes");
+    bytes.push(b'\n');
+    crypto.seal_json(Domain::Ref, REF_CONTEXT, bytes)
 }
 
 /// Runs every gate on a snapshot as it is stored now.
@@ -121,9 +131,7 @@ pub fn promote(vault: &Vault, id: &SnapshotId) -> Result<Promotion> {
             promoted_at: crate::util::now_rfc3339(),
             gates: results.clone(),
         };
-        let mut bytes = serde_json::to_vec_pretty(&r).expect("invariant: ref serializes");
-        bytes.push(b'\n');
-        let stored = vault.crypto().seal_json(Domain::Ref, REF_CONTEXT, bytes);
+        let stored = seal_ref(vault.crypto(), &r);
         fsutil::create_dir_durable(&vault.root().join("refs"))?;
         fsutil::atomic_write(&ref_path(vault.root()), &stored)?;
     }
