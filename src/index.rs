@@ -248,14 +248,6 @@ impl Index {
             .map_err(|e| self.err(e))
     }
 
-    /// Empties the index (before a rebuild).
-    pub fn clear(&mut self) -> Result<()> {
-        self.local_changes += 1;
-        self.conn
-            .execute_batch("DELETE FROM blobs; DELETE FROM packs;")
-            .map_err(|e| self.err(e))
-    }
-
     /// True when no pack is indexed (one cheap query, for every open).
     pub fn is_empty(&self) -> Result<bool> {
         self.conn

@@ -346,16 +346,16 @@ impl PackWriter {
     }
 }
 
-/// Reads a blob's stored bytes from an open pack file. The entry comes from the index, which is
-/// as untrusted as the pack: it is bounded by the file's length before anything is allocated.
-pub fn read_stored(file: &File, path: &Path, e: &PackEntry) -> Result<Vec<u8>> {
+/// Reads a blob's stored bytes from an open pack file of `file_len` bytes (packs are immutable, so
+/// the length taken when the file was opened holds). The entry comes from the index, which is as
+/// untrusted as the pack: it is bounded by the file's length before anything is allocated.
+pub fn read_stored(file: &File, file_len: u64, path: &Path, e: &PackEntry) -> Result<Vec<u8>> {
     let cut_short = || {
         Error::corrupt(
             format!("pack {}", path.display()),
             format!("blob {} is cut short", e.id),
         )
     };
-    let file_len = file.metadata().at(path)?.len();
     if e.offset
         .checked_add(u64::from(e.stored_len))
         .is_none_or(|end| end > file_len)
@@ -408,8 +408,9 @@ mod tests {
         };
         assert!(parse_pack(&other, &bytes).is_err());
         let f = File::open(&path).unwrap();
+        let len = f.metadata().unwrap().len();
         for (e, b) in fin.entries.iter().zip(&blobs) {
-            let stored = read_stored(&f, &path, e).unwrap();
+            let stored = read_stored(&f, len, &path, e).unwrap();
             assert_eq!(
                 &blob::open(c, &e.id, e.compression, e.raw_len, &stored).unwrap(),
                 b

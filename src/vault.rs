@@ -308,7 +308,8 @@ impl Vault {
     }
 
     /// Reads a pack's trailer from wherever the packs are.
-    fn read_trailer(&self, id: &PackId, size: u64) -> Result<Vec<pack::PackEntry>> {
+    /// A pack's trailer entries, read from its end (range reads on a remote).
+    pub fn read_trailer(&self, id: &PackId, size: u64) -> Result<Vec<pack::PackEntry>> {
         match &self.packs {
             PackSource::Local(dir) => pack::read_trailer(&self.crypto, &pack::pack_path(dir, id)),
             PackSource::Remote(r) => r.read_trailer(&self.crypto, id, size),
@@ -611,7 +612,8 @@ pub struct BlobReader {
     packs: PackSource,
     crypto: Crypto,
     locations: Locations,
-    files: Mutex<HashMap<PackId, Arc<File>>>,
+    /// Open pack files with their lengths, taken once at open.
+    files: Mutex<HashMap<PackId, Arc<(File, u64)>>>,
     trees: Arc<Mutex<TreeCache>>,
 }
 
@@ -670,7 +672,7 @@ impl BlobReader {
         }
     }
 
-    fn file(&self, dir: &Path, id: &PackId) -> Result<Arc<File>> {
+    fn file(&self, dir: &Path, id: &PackId) -> Result<Arc<(File, u64)>> {
         let mut files = self
             .files
             .lock()
@@ -682,12 +684,14 @@ impl BlobReader {
             files.clear();
         }
         let path = pack::pack_path(dir, id);
-        let f = Arc::new(File::open(&path).map_err(|e| match e.kind() {
+        let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::Missing {
                 object: format!("pack {id}"),
             },
             _ => Error::io(&path, e),
-        })?);
+        })?;
+        let len = file.metadata().at(&path)?.len();
+        let f = Arc::new((file, len));
         files.insert(*id, f.clone());
         Ok(f)
     }
@@ -728,7 +732,8 @@ impl BlobReader {
         match &self.packs {
             PackSource::Local(dir) => {
                 let f = self.file(dir, &loc.pack)?;
-                let stored = pack::read_stored(&f, &pack::pack_path(dir, &loc.pack), &loc.entry)?;
+                let path = pack::pack_path(dir, &loc.pack);
+                let stored = pack::read_stored(&f.0, f.1, &path, &loc.entry)?;
                 open(&stored)
             }
             PackSource::Remote(r) => r.read_blob(&loc.pack, &loc.entry, open),
@@ -908,7 +913,7 @@ mod tests {
             };
             snapshot(&mut v, &opts, &Progress::hidden()).unwrap();
             // As if killed after publishing the pack but before indexing it.
-            v.index_mut().clear().unwrap();
+            v.index_mut().replace_all(&[]).unwrap();
         }
         fs::write(root.join("packs").join(".tmp-leftover"), b"half a pack").unwrap();
         let mut v = Vault::open(&root, LockMode::Exclusive, None, &secrets).unwrap();

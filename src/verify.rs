@@ -99,29 +99,26 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
     report.packs = on_disk.len();
     let mut damaged: BTreeMap<PackId, String> = BTreeMap::new();
     // Every index row must lie inside its pack as recorded; --read-data also matches the rows
-    // against the trailers. A row that lies sends readers to the wrong bytes.
-    let mut rows: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
-    vault
-        .index()
-        .for_each_row(|pack, e| rows.entry(pack).or_default().push(e))?;
-    for (pack, entries) in &rows {
-        let size = indexed.get(pack).copied().unwrap_or(0);
-        let outside = entries
-            .iter()
-            .filter(|e| {
-                e.offset
-                    .checked_add(u64::from(e.stored_len))
-                    .is_none_or(|end| end > size)
-            })
-            .count();
-        if outside > 0 {
-            damaged.insert(
-                *pack,
-                format!(
-                    "{outside} index row(s) point past the pack's {size} bytes (run `vault reindex`)"
-                ),
-            );
+    // against the trailers (through a digest per pack, 16 bytes whatever the vault's size). A row
+    // that lies sends readers to the wrong bytes.
+    let mut rows: HashMap<PackId, RowDigest> = HashMap::new();
+    let mut outside: BTreeMap<PackId, usize> = BTreeMap::new();
+    vault.index().for_each_row(|pack, e| {
+        rows.entry(pack).or_default().add(&e);
+        let size = indexed.get(&pack).copied().unwrap_or(0);
+        if e.offset
+            .checked_add(u64::from(e.stored_len))
+            .is_none_or(|end| end > size)
+        {
+            *outside.entry(pack).or_default() += 1;
         }
+    })?;
+    for (pack, n) in outside {
+        let size = indexed.get(&pack).copied().unwrap_or(0);
+        damaged.insert(
+            pack,
+            format!("{n} index row(s) point past the pack's {size} bytes (run `vault reindex`)"),
+        );
     }
     for (id, size) in &indexed {
         match on_disk.get(id) {
@@ -152,13 +149,29 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
         let results = read_packs(&reader, &ids, &on_disk, &rows, opts.threads, progress);
         report.packs_read = ids.len();
         report.bytes_read = total;
+        let mut mismatched: HashMap<PackId, HashSet<PackEntry>> = HashMap::new();
         for (id, outcome) in results {
             if let Err((reason, blobs)) = outcome {
+                if reason == ROWS_MISMATCH {
+                    // Which rows lie: the trailer again, and one more pass over the index,
+                    // only for the packs whose digests disagreed.
+                    mismatched.insert(
+                        id,
+                        vault.read_trailer(&id, on_disk[&id])?.into_iter().collect(),
+                    );
+                }
                 damaged.insert(id, reason);
                 for b in blobs {
                     bad_blobs.insert(b, id);
                 }
             }
+        }
+        if !mismatched.is_empty() {
+            vault.index().for_each_row(|pack, e| {
+                if mismatched.get(&pack).is_some_and(|t| !t.contains(&e)) {
+                    bad_blobs.insert(e.id, pack);
+                }
+            })?;
         }
     }
     // Every blob the index places in a damaged pack without a finer verdict is presumed lost.
@@ -243,6 +256,9 @@ fn sample(mut ids: Vec<PackId>, percent: f64) -> Result<Vec<PackId>> {
 type PackFailure = (String, Vec<BlobId>);
 type PackOutcome = std::result::Result<(), PackFailure>;
 
+/// The reason given for a pack whose index rows disagree with its trailer.
+const ROWS_MISMATCH: &str = "the index rows do not match the pack's trailer (run `vault reindex`)";
+
 /// Raw bytes of blobs checked per work item: small enough that two threads share the last pack.
 const BATCH_RAW_BYTES: u64 = 8 << 20;
 
@@ -278,7 +294,7 @@ fn read_packs(
     reader: &BlobReader,
     ids: &[PackId],
     sizes: &HashMap<PackId, u64>,
-    rows: &HashMap<PackId, Vec<PackEntry>>,
+    rows: &HashMap<PackId, RowDigest>,
     threads: usize,
     progress: &Progress,
 ) -> Vec<(PackId, PackOutcome)> {
@@ -438,24 +454,46 @@ fn check_blobs(reader: &BlobReader, bytes: &[u8], entries: &[PackEntry]) -> Vec<
     bad
 }
 
-/// The verdict on a pack whose items are all done. Index rows that place a blob in this pack
-/// must be entries of its trailer: a row that is not would send readers to the wrong bytes.
-fn pack_outcome(work: &PackWork, rows: Option<&Vec<PackEntry>>) -> PackOutcome {
-    let mut bad = std::mem::take(&mut *work.bad.lock().expect("invariant: bad lock"));
-    let trailer: HashSet<&PackEntry> = work.entries.iter().collect();
-    let strays: Vec<BlobId> = rows
-        .into_iter()
-        .flatten()
-        .filter(|r| !trailer.contains(r))
-        .map(|r| r.id)
-        .collect();
-    if !strays.is_empty() {
-        let n = strays.len();
-        bad.extend(strays);
-        return Err((
-            format!("{n} index row(s) do not match the pack's trailer (run `vault reindex`)"),
-            bad,
-        ));
+/// An order-free digest of a pack's index rows: their count and the wrapping sum of a hash of
+/// each. The index holds exactly a trailer's entries (one row per blob id, the first), so the
+/// digests of the rows and of the trailer agree unless a row lies.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct RowDigest {
+    count: u64,
+    sum: u64,
+}
+
+impl RowDigest {
+    fn add(&mut self, e: &PackEntry) {
+        let mut h = blake3::Hasher::new();
+        h.update(&e.id.0);
+        h.update(&[e.kind as u8, e.compression as u8]);
+        h.update(&e.offset.to_le_bytes());
+        h.update(&e.stored_len.to_le_bytes());
+        h.update(&e.raw_len.to_le_bytes());
+        let word = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(word);
+    }
+
+    /// The digest the index would hold for this trailer.
+    fn of_trailer(entries: &[PackEntry]) -> Self {
+        let mut seen = HashSet::new();
+        let mut d = RowDigest::default();
+        for e in entries.iter().filter(|e| seen.insert(e.id)) {
+            d.add(e);
+        }
+        d
+    }
+}
+
+/// The verdict on a pack whose items are all done. The index's rows for this pack, when it has
+/// any (a pack a concurrent writer has not indexed yet has none), must be the entries of its
+/// trailer: a row that is not would send readers to the wrong bytes.
+fn pack_outcome(work: &PackWork, rows: Option<&RowDigest>) -> PackOutcome {
+    let bad = std::mem::take(&mut *work.bad.lock().expect("invariant: bad lock"));
+    if rows.is_some_and(|r| *r != RowDigest::of_trailer(&work.entries)) {
+        return Err((ROWS_MISMATCH.into(), bad));
     }
     match (work.hash_ok.load(Ordering::Acquire), bad.is_empty()) {
         (true, true) => Ok(()),

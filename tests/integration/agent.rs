@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// A free loopback port.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -91,7 +91,8 @@ fn wait_for(port: u16, path: &str, limit: Duration, want: impl Fn(u16, &str) -> 
     panic!("{path} never met the condition within {limit:?}; last answer: {last:?}");
 }
 
-fn start_agent(f: &Fixture, cfg: &Path, log: &Path, extra: &[&str]) -> Child {
+/// Starts `vault --config CFG agent EXTRA...` with the fixture's password, stderr into `log`.
+pub fn start_agent(f: &Fixture, cfg: &Path, log: &Path, extra: &[&str]) -> Child {
     Command::new(VAULT_BIN)
         .args(["--config"])
         .arg(cfg)

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::agent::{free_port, start_agent};
 use crate::bad_input::{chown_tree, Unprivileged};
 use crate::common::*;
 
@@ -732,15 +733,6 @@ fn a_clock_that_went_backwards_loses_no_snapshot_to_retention_or_coverage() {
     f.cmd().args(["verify", "--read-data"]).run().success();
 }
 
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Kills a child (SIGKILL) on drop, so a failing test leaves no agent behind.
 struct Reap(Option<Child>);
 
@@ -778,18 +770,7 @@ fn a_second_agent_is_refused_naming_the_first_which_keeps_working() {
     )
     .unwrap();
     let log = f.path("agent.log");
-    let first = Command::new(VAULT_BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("agent")
-        .env("VAULT_PASSWORD_FILE", f.password_file())
-        .env_remove("VAULT_DIR")
-        .env("XDG_CACHE_HOME", f.path("cache"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let first = start_agent(&f, &cfg, &log, &[]);
     let pid = first.id();
     let mut first = Reap(Some(first));
     let wait_snapshots = |n: usize| {

@@ -6,9 +6,10 @@
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
+use crate::agent::{free_port, start_agent};
 use crate::common::*;
 
 /// Resident memory the agent must stay under, whatever it is sent.
@@ -32,11 +33,7 @@ impl Agent {
         for i in 0..10 {
             fs::write(data.join(format!("page{i}.html")), text_bytes(1000 + i * 7)).unwrap();
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let cfg = f.path("vault.toml");
         fs::write(
             &cfg,
@@ -49,18 +46,7 @@ impl Agent {
         )
         .unwrap();
         let log = f.path("agent.log");
-        let child = Command::new(VAULT_BIN)
-            .arg("--config")
-            .arg(&cfg)
-            .arg("agent")
-            .env("VAULT_PASSWORD_FILE", f.password_file())
-            .env_remove("VAULT_DIR")
-            .env("XDG_CACHE_HOME", f.path("cache"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start vault agent");
+        let child = start_agent(f, &cfg, &log, &[]);
         let mut agent = Agent { child, port, log };
         // Serving, with a last-known-good.
         let deadline = Instant::now() + Duration::from_secs(30);
