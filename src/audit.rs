@@ -71,6 +71,7 @@ pub fn append(path: &Path, record: &AuditRecord) -> Result<()> {
             line.insert(0, b'\n');
         }
     }
+    crate::crashpoint::io_fault(path).at(path)?;
     f.write_all(&line).at(path)?;
     f.sync_data().at(path)
 }

@@ -30,6 +30,7 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
         .at(dir)?;
     tmp.write_all(data).at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
+    crate::crashpoint::io_fault(path).at(path)?;
     tmp.persist(path).map_err(|e| e.error).at(path)?;
     sync_dir(dir)
 }

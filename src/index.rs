@@ -196,6 +196,7 @@ impl Index {
                 .map_err(err)?;
             }
         }
+        crate::crashpoint::io_fault(&self.path).map_err(|e| Error::io(&self.path, e))?;
         tx.commit().map_err(err)
     }
 
@@ -236,6 +237,7 @@ impl Index {
             tx.execute(&format!("DELETE FROM packs WHERE seq IN ({marks})"), params)
                 .map_err(err)?;
         }
+        crate::crashpoint::io_fault(&self.path).map_err(|e| Error::io(&self.path, e))?;
         tx.commit().map_err(err)
     }
 

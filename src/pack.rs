@@ -336,6 +336,7 @@ impl PackWriter {
         let dest = pack_path(&self.packs_dir, &id);
         let sub = dest.parent().expect("invariant: pack path has a parent");
         fsutil::create_dir_durable(sub)?;
+        crate::crashpoint::io_fault(&dest).at(&dest)?;
         tmp.persist(&dest).map_err(|e| e.error).at(&dest)?;
         fsutil::sync_dir(sub)?;
         Ok(FinishedPack {

@@ -606,7 +606,8 @@ fn recheck_and_delete(
     for (i, id) in doomed.iter().enumerate() {
         let path = pack::pack_path(&packs_dir, id);
         match store {
-            Store::Local => match fs::remove_file(&path) {
+            Store::Local => match crashpoint::io_fault(&path).and_then(|()| fs::remove_file(&path))
+            {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(&path, e)),

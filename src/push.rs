@@ -4,9 +4,11 @@
 //! whose size differs, i.e. damaged) are uploaded, several packs at a time. The order is what
 //! makes the remote consistent at every instant, and an interrupted push resumable:
 //!
-//! 1. `config.json` (a remote that holds another vault is refused before anything is written);
-//! 2. `keys/` (and, unless append-only, remote key files removed locally are removed, so a
-//!    revoked password stops opening the remote too);
+//! 1. the remote's `config.json` is checked: a remote that holds another vault is refused before
+//!    anything is written;
+//! 2. `keys/`, then `config.json` when the remote had none (a remote is a vault once its config
+//!    is there, and then it can be opened), and, unless append-only, remote key files removed
+//!    locally are removed, so a revoked password stops opening the remote too;
 //! 3. `packs/`, all of them;
 //! 4. `snapshots/`: a manifest only once every pack is there;
 //! 5. the LKG ref last, once its manifest is there. An append-only remote first keeps the
@@ -106,10 +108,6 @@ pub fn push(
             )));
         }
         report.objects_present += 1;
-    } else {
-        backend.put("config.json", &config_bytes)?;
-        report.objects_uploaded += 1;
-        report.bytes_uploaded += config_bytes.len() as u64;
     }
 
     // Everything else local, by object name.
@@ -140,6 +138,14 @@ pub fn push(
         } else {
             report.objects_present += 1;
         }
+    }
+    // A new remote becomes a vault when its config.json lands, so that goes after the keys: a
+    // first push cut short here leaves no vault that cannot be opened (as `init` writes its
+    // config last).
+    if !remote.contains_key("config.json") {
+        backend.put("config.json", &config_bytes)?;
+        report.objects_uploaded += 1;
+        report.bytes_uploaded += config_bytes.len() as u64;
     }
     if !opts.append_only {
         for name in remote.keys().filter(|n| n.starts_with("keys/")) {

@@ -500,7 +500,7 @@ impl Vault {
     /// Removes a snapshot's manifest (idempotent; its data stays until a prune).
     pub fn remove_manifest(&self, id: &SnapshotId) -> Result<()> {
         let path = self.manifest_path(id);
-        match fs::remove_file(&path) {
+        match crate::crashpoint::io_fault(&path).and_then(|()| fs::remove_file(&path)) {
             Ok(()) => fsutil::sync_dir(&self.snapshots_dir()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(path, e)),

@@ -22,6 +22,7 @@ mod hostile;
 mod hostile_config;
 mod hostile_http;
 mod locking;
+mod model;
 mod postgres;
 mod prune;
 mod reindex;
