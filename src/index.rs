@@ -15,12 +15,13 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::pack::PackEntry;
 
-/// Bumped when the tables change; `Index::open` migrates older layouts in place. Version 3 dropped
+/// Bumped when the tables change; `Index::open` migrates older layouts in place. Version 4 added
+/// `passes` (content-keyed checks that passed: see [`Index::has_passed`]). Version 3 dropped
 /// the index of blobs by pack (43 bytes a row, a third of the file, used only to forget packs,
 /// which now takes one scan for all of them); version 2 lets a blob sit in several packs (a
 /// prune's repacked copy beside the original until the original is deleted); version 1 had the
 /// blob id alone as key.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Pack numbers per `DELETE ... IN (...)` statement (SQLite's default limit is 32,766 variables).
 const DELETE_BATCH: usize = 500;
@@ -40,6 +41,9 @@ CREATE TABLE IF NOT EXISTS blobs(
     stored_len  INTEGER NOT NULL,
     raw_len     INTEGER NOT NULL,
     PRIMARY KEY (id, pack)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS passes(
+    key BLOB PRIMARY KEY
 ) WITHOUT ROWID;
 ";
 
@@ -108,6 +112,8 @@ impl Index {
                     tx.execute_batch(SCHEMA).map_err(err)?;
                     fresh = true;
                 }
+                // Tables added since (every statement is IF NOT EXISTS).
+                tx.execute_batch(SCHEMA).map_err(err)?;
                 tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
                     .map_err(err)?;
             }
@@ -250,6 +256,37 @@ impl Index {
             .map_err(|e| self.err(e))
     }
 
+    /// Whether a check keyed by `key` passed before. The key names the check, its version and the
+    /// exact content checked (see `gates::sanity`), so a pass recorded once holds for good; like
+    /// every row here it is a cache, and an index rebuilt without it only checks again.
+    pub fn has_passed(&self, key: &[u8; 32]) -> bool {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM passes WHERE key = ?1)",
+                [&key[..]],
+                |r| r.get(0),
+            )
+            .unwrap_or(false)
+    }
+
+    /// Records checks that passed, in one transaction.
+    pub fn record_passes(&self, keys: &[[u8; 32]]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let err = |e| self.err(e);
+        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR IGNORE INTO passes(key) VALUES (?1)")
+                .map_err(err)?;
+            for k in keys {
+                stmt.execute([&k[..]]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
     /// True when no pack is indexed (one cheap query, for every open).
     pub fn is_empty(&self) -> Result<bool> {
         self.conn
@@ -384,6 +421,32 @@ mod tests {
         assert_ne!(v1, v0, "another connection's commit shows");
         a.add_pack(&PackId([2; 32]), 10, &[e]).unwrap();
         assert_ne!(a.version().unwrap(), v1, "our own change shows");
+    }
+
+    #[test]
+    fn passes_are_remembered_and_a_version_3_index_gains_their_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.sqlite");
+        let v3_schema = &SCHEMA[..SCHEMA.find("CREATE TABLE IF NOT EXISTS passes").unwrap()];
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!("{v3_schema} PRAGMA user_version = 3;"))
+            .unwrap();
+        conn.execute(
+            "INSERT INTO packs(id, size) VALUES (?1, 100)",
+            [&[5u8; 32][..]],
+        )
+        .unwrap();
+        drop(conn);
+        let idx = Index::open(&path).unwrap();
+        assert!(!idx.is_fresh(), "a version 3 index keeps its rows");
+        assert_eq!(idx.packs().unwrap().len(), 1);
+        assert!(!idx.has_passed(&[1; 32]));
+        idx.record_passes(&[[1; 32], [2; 32]]).unwrap();
+        idx.record_passes(&[[1; 32]]).unwrap();
+        drop(idx);
+        let idx = Index::open(&path).unwrap();
+        assert!(idx.has_passed(&[1; 32]) && idx.has_passed(&[2; 32]));
+        assert!(!idx.has_passed(&[3; 32]));
     }
 
     #[test]

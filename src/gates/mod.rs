@@ -2,9 +2,10 @@
 //!
 //! A gate is one small named check behind [`Gate`]; adding one is adding a file here and a line in
 //! [`default_gates`]. Gates read the manifest as stored (its bytes) and the vault through a
-//! [`BlobReader`]; they never write. Their results are recorded in the manifest at snapshot time,
-//! in the audit log, and in `refs/last-known-good.json` when the snapshot is promoted
-//! (see [`crate::lkg`]).
+//! [`BlobReader`]; they write nothing but the sanity gate's cache of lockfiles that passed (in the
+//! index, keyed by content). Their results are recorded in the manifest at snapshot time, in the
+//! audit log, and in `refs/last-known-good.json` when the snapshot is promoted (see
+//! [`crate::lkg`]).
 
 mod checksums;
 mod manifest;

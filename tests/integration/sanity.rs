@@ -127,6 +127,50 @@ fn a_broken_lockfile_fails_the_gate_naming_it() {
     assert_same_tree(&ws, &out.join("ws"), &[]);
 }
 
+#[test]
+fn a_lockfile_that_passed_is_not_parsed_again_and_a_changed_one_is() {
+    let f = Fixture::with_vault();
+    let ws = f.path("ws");
+    fs::create_dir_all(&ws).unwrap();
+    let lock = "version = 4\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n";
+    fs::write(ws.join("Cargo.lock"), lock).unwrap();
+    promoted(&f, &ws);
+    // The pass is remembered under the lockfile's content: planting a pass for a broken file's
+    // content shows that the gate consults the memory instead of parsing again.
+    let broken = "version = 4\n[[package]\n";
+    fs::write(ws.join("Cargo.lock"), broken).unwrap();
+    let reasons = rejected_by_sanity(&f, &ws);
+    assert!(
+        reasons.contains("ws/Cargo.lock: broken lockfile"),
+        "{reasons}"
+    );
+    let vault = f.open_vault(atlasvault::lock::LockMode::Shared);
+    let (_, m) = vault.resolve("latest").unwrap();
+    let reader = vault.blob_reader().unwrap();
+    let entry = atlasvault::stored::lookup(&reader, &m.tree, "ws/Cargo.lock")
+        .unwrap()
+        .unwrap();
+    let atlasvault::tree::Node::File { chunks } = entry.node else {
+        panic!("Cargo.lock is a file");
+    };
+    let kind = atlasvault::gates::sanity::lockfile::LockKind::Cargo;
+    let key = atlasvault::gates::sanity::lockfile_pass_key(kind, &chunks);
+    assert!(
+        !vault.index().has_passed(&key),
+        "a failure is never remembered"
+    );
+    vault.index().record_passes(&[key]).unwrap();
+    drop(vault);
+    promoted(&f, &ws);
+    // Any other content is checked afresh.
+    fs::write(ws.join("Cargo.lock"), format!("{broken}#\n")).unwrap();
+    let reasons = rejected_by_sanity(&f, &ws);
+    assert!(
+        reasons.contains("ws/Cargo.lock: broken lockfile"),
+        "{reasons}"
+    );
+}
+
 /// A workspace of `n` small text files.
 fn text_workspace(ws: &Path, n: usize) {
     fs::create_dir_all(ws.join("docs")).unwrap();

@@ -60,6 +60,10 @@ const GEMFILE_SECTIONS: [&str; 9] = [
     "CHECKSUMS",
 ];
 
+/// Bumped whenever [`check`] accepts less than before: passes remembered under an older version
+/// (see `gates::sanity::lockfile_pass_key`) are then checked again.
+pub const CHECK_VERSION: u32 = 1;
+
 /// A lockfile format, identified by its exact file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKind {
