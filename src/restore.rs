@@ -6,7 +6,9 @@
 //! duplicates are refused before anything is created, the walk only descends into directories it
 //! has just created or found to be real directories, and files are opened with `O_NOFOLLOW`. A
 //! file that cannot be restored (a corrupt chunk, say) is reported and removed, and the others
-//! are still restored. Directory modes and times are applied last, deepest first.
+//! are still restored. A remote that stops answering (its retries spent) ends the restore at once
+//! with that one error: every later read would fail the same way, each file after its own round
+//! of retries. Directory modes and times are applied last, deepest first.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -18,6 +20,7 @@ use std::sync::Mutex;
 use crossbeam_channel::bounded;
 use filetime::FileTime;
 
+use crate::backend::BackendErrorKind;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::Manifest;
 use crate::progress::Progress;
@@ -85,11 +88,13 @@ pub fn restore(
     };
     let bytes = AtomicU64::new(0);
     let errors = Mutex::new(Vec::new());
+    let gone: Mutex<Option<Error>> = Mutex::new(None);
     let (tx, rx) = bounded::<FileJob>(256);
     let mut walk = RestoreWalk {
         reader,
         includes: &includes,
         overwrite: opts.overwrite,
+        gone: &gone,
         tx,
         report: RestoreReport::default(),
         dirs: Vec::new(),
@@ -98,12 +103,21 @@ pub fn restore(
     let walked = std::thread::scope(|s| {
         for _ in 0..threads {
             let rx = rx.clone();
-            let (bytes, errors) = (&bytes, &errors);
+            let (bytes, errors, gone) = (&bytes, &errors, &gone);
             s.spawn(move || {
                 for job in rx {
+                    // Drain what the walk queued before it saw the remote go.
+                    if gone.lock().expect("invariant: remote error lock").is_some() {
+                        continue;
+                    }
                     match restore_file(reader, &job, opts.overwrite, progress) {
                         Ok(n) => {
                             bytes.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) if remote_gone(&e) => {
+                            gone.lock()
+                                .expect("invariant: remote error lock")
+                                .get_or_insert(e);
                         }
                         Err(e) => {
                             errors
@@ -122,6 +136,9 @@ pub fn restore(
         r
     });
     progress.finish();
+    if let Some(e) = gone.lock().expect("invariant: remote error lock").take() {
+        return Err(e);
+    }
     walked?;
     for (i, inc) in opts.includes.iter().enumerate() {
         if !walk.matched[i] {
@@ -140,6 +157,13 @@ pub fn restore(
         .errors
         .extend(errors.into_inner().expect("invariant: error list lock"));
     Ok(report)
+}
+
+/// True for an error after which no read from the remote is likely to succeed: it stopped
+/// answering and the backend's retries are spent. A missing, short or unreadable pack is damage
+/// instead, reported against the files it breaks.
+fn remote_gone(e: &Error) -> bool {
+    matches!(e, Error::Backend(b) if b.kind == BackendErrorKind::Transient)
 }
 
 /// Chunk ids gathered before they are prefetched in one go (~32 MiB of chunk ids at most).
@@ -198,6 +222,8 @@ struct RestoreWalk<'a> {
     reader: &'a BlobReader,
     includes: &'a [Vec<Vec<u8>>],
     overwrite: bool,
+    /// The remote's last error, once it has gone (see [`remote_gone`]): the walk stops.
+    gone: &'a Mutex<Option<Error>>,
     tx: crossbeam_channel::Sender<FileJob>,
     report: RestoreReport,
     dirs: Vec<(PathBuf, Entry)>,
@@ -240,6 +266,14 @@ impl RestoreWalk<'_> {
             }
         }
         for e in &tree.entries {
+            if self
+                .gone
+                .lock()
+                .expect("invariant: remote error lock")
+                .is_some()
+            {
+                return Ok(());
+            }
             let mut rel_e = rel.to_vec();
             rel_e.push(e.name.clone());
             let want = self.want(&rel_e);
@@ -255,6 +289,7 @@ impl RestoreWalk<'_> {
                     match sub {
                         Ok(t) => self.dir(&t, &path, &rel_e, &format!("{shown_e}/"))?,
                         Err(err @ Error::UnsafeEntry { .. }) => return Err(err),
+                        Err(err) if remote_gone(&err) => return Err(err),
                         Err(err) => self
                             .report
                             .errors

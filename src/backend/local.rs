@@ -7,12 +7,15 @@
 //! keep; a rename over an existing file is retried while another process holds it open (a sharing
 //! violation, seen from Linux as `EACCES`, `EPERM` or `EBUSY`); and a directory that cannot be
 //! fsynced (drvfs) is tolerated. Writes are temp file + fsync + rename, as in the vault itself.
+//! A drive unmounted mid-write must not send the object to the bare mount point on the local
+//! disk: a write never creates the root, and renames its temporary file into place only while the
+//! root is still the directory (file system and inode) it checked before writing.
 //! OpenDAL's `fs` service was not used: it neither fsyncs the directory after the rename nor
 //! retries sharing violations, and those two are the whole point of this file.
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,10 +35,16 @@ const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 /// Longest name component NTFS accepts, in bytes (255 UTF-16 units; our names are ASCII).
 const NTFS_COMPONENT_MAX_BYTES: usize = 255;
 
+/// A directory's identity: its file system (`st_dev`) and inode.
+type DirId = (u64, u64);
+
 /// A directory used as a remote.
 #[derive(Debug)]
 pub struct LocalBackend {
     root: PathBuf,
+    /// Runs between a write's checks and the write itself: the tests pull the root away there.
+    #[cfg(test)]
+    after_check: Option<fn(&Path)>,
 }
 
 impl LocalBackend {
@@ -47,7 +56,11 @@ impl LocalBackend {
                 root.display()
             )));
         }
-        Ok(LocalBackend { root: root.into() })
+        Ok(LocalBackend {
+            root: root.into(),
+            #[cfg(test)]
+            after_check: None,
+        })
     }
 
     /// Creates the directory (and parents) and marks it as a remote (`vault remote add`).
@@ -67,11 +80,12 @@ impl LocalBackend {
     /// Writes need a directory that is visibly ours: one that holds a pushed vault
     /// (`config.json`) or the marker `vault remote add` leaves. An empty directory is far more
     /// often the mount point of an unplugged drive than a new remote, and the backup must not
-    /// land on the wrong disk.
-    fn check_writable(&self, op: &'static str, name: &str) -> BackendResult<()> {
-        self.check_root(op, name)?;
+    /// land on the wrong disk. Returns the root's identity, which the write checks again before
+    /// its rename.
+    fn check_writable(&self, op: &'static str, name: &str) -> BackendResult<DirId> {
+        let id = self.check_root(op, name)?;
         if self.root.join("config.json").exists() || self.root.join(REMOTE_MARKER).exists() {
-            return Ok(());
+            return Ok(id);
         }
         Err(BackendError::new(
             self.location(),
@@ -88,10 +102,11 @@ impl LocalBackend {
 
     /// The root must exist: a missing one is far more often an unmounted drive (whose empty
     /// mount point would otherwise silently receive the backup) than a new remote, which
-    /// `vault remote add` creates.
-    fn check_root(&self, op: &'static str, name: &str) -> BackendResult<()> {
-        if self.root.is_dir() {
-            return Ok(());
+    /// `vault remote add` creates. Returns the root's identity.
+    fn check_root(&self, op: &'static str, name: &str) -> BackendResult<DirId> {
+        match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => return Ok((m.dev(), m.ino())),
+            _ => {}
         }
         Err(BackendError::new(
             self.location(),
@@ -133,13 +148,57 @@ impl LocalBackend {
         Ok(self.root.join(name))
     }
 
+    /// An I/O error of a write; when the root has gone meanwhile (an unmounted drive: the
+    /// temporary file's directory vanished, or FUSE lost its server), that is the error to show.
+    fn write_err(&self, op: &'static str, name: &str, e: std::io::Error) -> BackendError {
+        match self.check_root(op, name) {
+            Err(gone) => gone,
+            Ok(_) => self.err(op, name, e),
+        }
+    }
+
+    /// Refuses to rename a written temporary file into place unless the root is still the
+    /// directory `checked` and the file lies on its file system: otherwise the drive went away
+    /// after the checks, and the path now leads to the bare mount point on the local disk.
+    fn check_same_root(
+        &self,
+        op: &'static str,
+        name: &str,
+        checked: DirId,
+        tmp: &File,
+    ) -> BackendResult<()> {
+        let now = self.check_root(op, name)?;
+        let tmp_dev = tmp
+            .metadata()
+            .map_err(|e| self.write_err(op, name, e))?
+            .dev();
+        if now == checked && tmp_dev == checked.0 {
+            return Ok(());
+        }
+        Err(BackendError::new(
+            self.location(),
+            op,
+            name,
+            BackendErrorKind::Permanent,
+            format!(
+                "the remote directory {} changed while the object was written (was the drive \
+                 unmounted?); it was not written",
+                self.root.display()
+            ),
+        ))
+    }
+
     fn write(&self, op: &'static str, name: &str, data: &[u8]) -> BackendResult<()> {
-        self.check_writable(op, name)?;
+        let checked = self.check_writable(op, name)?;
+        #[cfg(test)]
+        if let Some(hook) = self.after_check {
+            hook(&self.root);
+        }
         let path = self.path(op, name)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        let io = |e| self.err(op, name, e);
+        let io = |e| self.write_err(op, name, e);
         if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(io)?;
+            create_dirs_below(&self.root, &dir).map_err(io)?;
             // Make the new directories durable up to the root.
             let mut d = dir.as_path();
             while let Some(parent) = d.parent() {
@@ -157,6 +216,7 @@ impl LocalBackend {
             .map_err(io)?;
         tmp.write_all(data).map_err(io)?;
         tmp.as_file().sync_all().map_err(io)?;
+        self.check_same_root(op, name, checked, tmp.as_file())?;
         crate::crashpoint::at("remote-put-before-rename");
         let mut attempt = 0;
         loop {
@@ -172,6 +232,27 @@ impl LocalBackend {
         }
         sync_dir(&dir).map_err(io)
     }
+}
+
+/// Creates `dir` and its missing parents below `root`, never `root` itself nor anything above:
+/// a root that vanished (an unmounted drive's remote directory) fails the write instead of
+/// reappearing on the local disk.
+fn create_dirs_below(root: &Path, dir: &Path) -> std::io::Result<()> {
+    let rel = dir.strip_prefix(root).map_err(|_| {
+        std::io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} is not below {}", dir.display(), root.display()),
+        )
+    })?;
+    let mut d = root.to_path_buf();
+    for part in rel.components() {
+        d.push(part);
+        match fs::create_dir(&d) {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && d.is_dir() => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 /// Errors a rename gets while another process (an antivirus, an indexer, a Windows program) holds
@@ -443,6 +524,71 @@ mod tests {
         b.delete("snapshots/ff.json").unwrap();
         assert_eq!(b.stat("snapshots/ff.json").unwrap(), None);
         assert!(b.put("bad:name", b"x").is_err());
+    }
+
+    /// Every regular file below `dir`.
+    fn files(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
+    /// Issue 10: a drive unmounted between a write's checks and the write sent the object to the
+    /// bare mount point on the local disk (`create_dir_all` made the vanished root again), and
+    /// the push could report success with the ref written there.
+    #[test]
+    fn a_root_pulled_away_mid_write_receives_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("mnt/AtlasVault");
+        let mut b = LocalBackend::create(&root).unwrap();
+        b.put("config.json", b"{}").unwrap();
+
+        // The remote directory lived on the drive: after the unmount it does not exist at all.
+        b.after_check = Some(|root| fs::remove_dir_all(root).unwrap());
+        for name in ["packs/ab/ab01.pack", "config.json"] {
+            let e = b.put(name, b"data").unwrap_err();
+            assert!(e.message.contains("is the drive mounted?"), "{name}: {e}");
+            assert!(!root.exists(), "{name} made the vanished root again");
+            LocalBackend::create(&root).unwrap();
+        }
+
+        // The remote is the mount point itself: after the unmount it is an empty directory on
+        // another file system (here: another directory), with or without the object's subdir.
+        b.after_check = Some(|root| {
+            fs::rename(root, root.with_extension("drive")).unwrap();
+            fs::create_dir(root).unwrap();
+        });
+        for name in [
+            "config.json",
+            "refs/last-known-good.json",
+            "packs/cd/cd01.pack",
+        ] {
+            let e = b.replace(name, b"data").unwrap_err();
+            assert!(
+                e.message.contains("was the drive unmounted?"),
+                "{name}: {e}"
+            );
+            assert_eq!(
+                files(&root),
+                Vec::<PathBuf>::new(),
+                "{name} landed in the bare root"
+            );
+            // Put the drive back for the next name.
+            fs::remove_dir_all(&root).unwrap();
+            fs::rename(root.with_extension("drive"), &root).unwrap();
+        }
+        b.after_check = None;
+        b.put("packs/cd/cd01.pack", b"data").unwrap();
+        assert_eq!(b.read("packs/cd/cd01.pack").unwrap(), b"data");
     }
 
     #[test]

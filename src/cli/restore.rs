@@ -228,15 +228,20 @@ pub(super) fn run(ctx: &mut Ctx, a: RestoreArgs) -> Result<i32> {
         .clone()
         .ok_or_else(|| Error::Usage("restore needs --target DIR (or --to-stdout)".into()))?;
     // Overwriting a non-empty target first takes a safety snapshot of it, which needs the
-    // vault's writer lock.
-    let needs_safety = a.overwrite && non_empty_dir(&target)?;
-    if needs_safety && (a.from.is_some() || a.remote.is_some()) {
+    // vault's writer lock. From a remote there is no vault to take it into, so a non-empty
+    // target is refused with or without --overwrite (the library's refusal would suggest the
+    // flag). What an interrupted restore fetched stays in the mirror, so a rerun into an empty
+    // target fetches only the rest.
+    let non_empty = non_empty_dir(&target)?;
+    if non_empty && (a.from.is_some() || a.remote.is_some()) {
         return Err(Error::Invalid(format!(
             "{} is not empty: a restore from a remote goes into an empty directory (it has no \
-             local vault to take a safety snapshot into); restore elsewhere and move it",
+             local vault to take a safety snapshot into); remove what is there (a rerun fetches \
+             nothing twice) or restore elsewhere",
             target.display()
         )));
     }
+    let needs_safety = a.overwrite && non_empty;
     let mode = if needs_safety {
         LockMode::Append
     } else {

@@ -16,6 +16,7 @@ mod dedup;
 mod drill;
 mod encryption;
 mod faults;
+mod faults_remote;
 mod forget;
 mod gates;
 mod hostile;

@@ -22,13 +22,13 @@ use crate::common::*;
 /// The NTFS image's size (sparse: only what NTFS writes takes disk space).
 const IMAGE_BYTES: u64 = 512 * 1024 * 1024;
 /// The remote's name in the tests' config file.
-const REMOTE: &str = "ntfs";
+pub(crate) const REMOTE: &str = "ntfs";
 /// `statfs`'s `f_type` of a FUSE mount (ntfs-3g is a FUSE file system).
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
 /// An NTFS file system in an image file inside a fixture, mounted by ntfs-3g with
 /// `windows_names`; unmounted when dropped.
-struct NtfsMount {
+pub(crate) struct NtfsMount {
     image: PathBuf,
     mountpoint: PathBuf,
 }
@@ -36,7 +36,7 @@ struct NtfsMount {
 impl NtfsMount {
     /// Mounts a fresh NTFS file system under `f`'s directory. When that is impossible: panics if
     /// a real mount is required, else says SKIPPED on stderr and returns `None`.
-    fn new(f: &Fixture, test: &str) -> Option<NtfsMount> {
+    pub(crate) fn new(f: &Fixture, test: &str) -> Option<NtfsMount> {
         match NtfsMount::try_mount(f) {
             Ok(m) => Some(m),
             Err(reason) if real_components_required() => panic!(
@@ -73,28 +73,74 @@ impl NtfsMount {
         run_tool(Command::new(&mkntfs).args(["-F", "-Q"]).arg(&image))?;
         // From here on, dropping `m` unmounts whatever got mounted.
         let m = NtfsMount { image, mountpoint };
-        run_tool(
-            Command::new(&ntfs_3g)
-                .args(["-o", "windows_names"])
-                .arg(&m.image)
-                .arg(&m.mountpoint),
-        )?;
-        if m.mount_entry().is_none() {
-            return Err(format!(
-                "a working mount: ntfs-3g exited 0 but {} is not in /proc/self/mountinfo",
-                m.mountpoint.display()
-            ));
-        }
+        m.mount(&ntfs_3g)?;
         Ok(m)
     }
 
+    /// Mounts the image on the mount point.
+    fn mount(&self, ntfs_3g: &Path) -> Result<(), String> {
+        run_tool(
+            Command::new(ntfs_3g)
+                .args(["-o", "windows_names"])
+                .arg(&self.image)
+                .arg(&self.mountpoint),
+        )?;
+        if self.mount_entry().is_none() {
+            return Err(format!(
+                "a working mount: ntfs-3g exited 0 but {} is not in /proc/self/mountinfo",
+                self.mountpoint.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Pulls the drive out from under whatever uses it: a lazy unmount detaches the file system
+    /// at once (open files keep working; new lookups land on the bare mount point), as an
+    /// unplugged USB disk or a stopped WSL mount would.
+    pub(crate) fn unmount_lazily(&self) {
+        for (program, flags) in [("umount", ["-l"]), ("fusermount", ["-uz"])] {
+            if self.mount_entry().is_none() {
+                break;
+            }
+            let _ = Command::new(program)
+                .args(flags)
+                .arg(&self.mountpoint)
+                .output();
+        }
+        assert!(
+            self.mount_entry().is_none(),
+            "{} is still mounted",
+            self.mountpoint.display()
+        );
+    }
+
+    /// Mounts the same image again after [`NtfsMount::unmount_lazily`]. ntfs-3g lets go of the
+    /// image only once the last file open on the detached mount is closed, so a refusal is
+    /// retried for a few seconds.
+    pub(crate) fn remount(&self) {
+        let ntfs_3g = find_tool("ntfs-3g").expect("ntfs-3g mounted this image before");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match self.mount(&ntfs_3g) {
+                Ok(()) => return,
+                Err(e) if std::time::Instant::now() > deadline => panic!("remount: {e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// The mount point, which is an ordinary directory while the image is not mounted.
+    pub(crate) fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
     /// The remote's directory on the drive.
-    fn dir(&self) -> PathBuf {
+    pub(crate) fn dir(&self) -> PathBuf {
         self.mountpoint.join("AtlasVault")
     }
 
     /// The remote's URL.
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("file://{}", self.dir().display())
     }
 
@@ -232,7 +278,7 @@ fn pushable(vault: &Path) -> BTreeMap<String, blake3::Hash> {
 
 /// Asserts that the remote directory holds exactly the vault's pushable objects, byte for byte
 /// (so no stray or temporary file either).
-fn assert_remote_mirrors(vault: &Path, remote: &Path) {
+pub(crate) fn assert_remote_mirrors(vault: &Path, remote: &Path) {
     let want = pushable(vault);
     let mut have = files_below(remote);
     // The marker `vault remote add` leaves is not an object.
@@ -253,7 +299,7 @@ fn assert_remote_mirrors(vault: &Path, remote: &Path) {
 }
 
 /// `vault --config CFG --cache-dir CACHE ...` on the fixture's vault.
-fn cmd(f: &Fixture, cfg: &Path, cache: &Path) -> VaultCmd {
+pub(crate) fn cmd(f: &Fixture, cfg: &Path, cache: &Path) -> VaultCmd {
     f.cmd()
         .env_remove("VAULT_CONFIG")
         .env_remove("VAULT_CACHE_DIR")
@@ -264,7 +310,7 @@ fn cmd(f: &Fixture, cfg: &Path, cache: &Path) -> VaultCmd {
 }
 
 /// `vault remote add ntfs URL` into the config file `cfg` (which it creates).
-fn add_remote(f: &Fixture, cfg: &Path, url: &str) {
+pub(crate) fn add_remote(f: &Fixture, cfg: &Path, url: &str) {
     assert!(!cfg.exists());
     cmd(f, cfg, &f.path("cache"))
         .args(["remote", "add", REMOTE, url])
@@ -286,7 +332,7 @@ fn add_remote(f: &Fixture, cfg: &Path, url: &str) {
 }
 
 /// `vault --json push` expecting exit 0; returns the run and its one report.
-fn push(f: &Fixture, cfg: &Path) -> (Run, Value) {
+pub(crate) fn push(f: &Fixture, cfg: &Path) -> (Run, Value) {
     let run = cmd(f, cfg, &f.path("cache"))
         .args(["--json", "push"])
         .run()
@@ -301,7 +347,7 @@ fn push(f: &Fixture, cfg: &Path) -> (Run, Value) {
 }
 
 /// `vault --json verify --remote ntfs --read-data` with the mirror in `cache`; exit `code`.
-fn verify_remote(f: &Fixture, cfg: &Path, cache: &Path, code: i32) -> Value {
+pub(crate) fn verify_remote(f: &Fixture, cfg: &Path, cache: &Path, code: i32) -> Value {
     cmd(f, cfg, cache)
         .args(["--json", "verify", "--remote", REMOTE, "--read-data"])
         .run()
@@ -321,7 +367,7 @@ fn pack_hex(path: &Path) -> String {
 
 /// Files of the blob cache of the one mirror under `cache` (`--cache-dir`), with size and
 /// mtime: a refetched blob is rewritten.
-fn blob_cache(cache: &Path) -> BTreeMap<PathBuf, (u64, i64, i64)> {
+pub(crate) fn blob_cache(cache: &Path) -> BTreeMap<PathBuf, (u64, i64, i64)> {
     let mirrors: Vec<PathBuf> = fs::read_dir(cache)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -342,7 +388,7 @@ fn blob_cache(cache: &Path) -> BTreeMap<PathBuf, (u64, i64, i64)> {
 
 /// `vault --json restore --lkg --from URL --target TARGET --cache-dir CACHE`, with nothing but
 /// the password: no --vault, no config file, run in a directory without a vault.toml.
-fn restore_from_remote(f: &Fixture, url: &str, target: &Path, cache: &Path) -> Value {
+pub(crate) fn restore_from_remote(f: &Fixture, url: &str, target: &Path, cache: &Path) -> Value {
     assert!(!f.path("vault.toml").exists());
     f.cmd_in(f.root())
         .env_remove("VAULT_CONFIG")

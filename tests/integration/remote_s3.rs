@@ -40,7 +40,7 @@ fn tree(f: &Fixture, seed: u64, big: usize) -> PathBuf {
 }
 
 /// `vault.toml` naming the fixture's vault and the server as remote `s3`.
-fn config(f: &Fixture, s3: &S3Server, append_only: bool) -> PathBuf {
+pub(crate) fn config(f: &Fixture, s3: &S3Server, append_only: bool) -> PathBuf {
     let path = f.path("vault.toml");
     fs::write(
         &path,
@@ -55,12 +55,12 @@ fn config(f: &Fixture, s3: &S3Server, append_only: bool) -> PathBuf {
 }
 
 /// `vault --config CFG ...` with the server's credentials.
-fn cmd(f: &Fixture, s3: &S3Server, cfg: &Path) -> VaultCmd {
+pub(crate) fn cmd(f: &Fixture, s3: &S3Server, cfg: &Path) -> VaultCmd {
     s3.creds(f.cmd().arg("--config").arg(cfg))
 }
 
 /// `objects_uploaded` etc. of the one remote of a `vault --json push`.
-fn push_report(run: &Run) -> serde_json::Value {
+pub(crate) fn push_report(run: &Run) -> serde_json::Value {
     run.json()["pushes"][0]["report"].clone()
 }
 
