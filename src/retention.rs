@@ -230,7 +230,7 @@ pub struct ForgetReport {
 /// wall clock went backwards; judged by its stamp, the newest snapshot would count as old and be
 /// forgotten by `keep_last` although it may be the next last-known-good. It is placed just after
 /// its parent instead. Snapshots without a readable time are left out.
-fn ordered_times(snaps: &[crate::vault::Snapshot]) -> BTreeMap<SnapshotId, SystemTime> {
+pub(crate) fn ordered_times(snaps: &[crate::vault::Snapshot]) -> BTreeMap<SnapshotId, SystemTime> {
     let own: BTreeMap<SnapshotId, (SystemTime, Option<SnapshotId>)> = snaps
         .iter()
         .filter_map(|(id, m)| Some((*id, (m.system_time()?, m.parent))))

@@ -441,6 +441,10 @@ impl Vault {
     }
 
     /// Every valid snapshot, oldest first, and the errors of those that did not load.
+    ///
+    /// "Oldest" goes by the time retention judges ([`crate::retention`]): a snapshot's stamp, but
+    /// never before its parent's. A snapshot taken after the clock went backwards is still the
+    /// newest, so `latest` names it and the next snapshot takes it as parent.
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<Error>)> {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
@@ -451,9 +455,9 @@ impl Vault {
                 Err(e) => bad.push(e),
             }
         }
-        ok.sort_by(|a, b| {
-            (a.1.system_time(), &a.1.time, a.0).cmp(&(b.1.system_time(), &b.1.time, b.0))
-        });
+        let judged = crate::retention::ordered_times(&ok);
+        let when = |(id, m): &Snapshot| judged.get(id).copied().or_else(|| m.system_time());
+        ok.sort_by(|a, b| (when(a), &a.1.time, a.0).cmp(&(when(b), &b.1.time, b.0)));
         Ok((ok, bad))
     }
 

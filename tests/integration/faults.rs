@@ -654,6 +654,17 @@ fn a_clock_that_went_backwards_loses_no_snapshot_to_retention_or_coverage() {
     );
     assert_eq!(m2["parent"], s1.as_str(), "{m2:#}");
     assert_eq!(lkg(&f).as_deref(), Some(s1.as_str()));
+    // Taken after s1, s2 is the latest whatever its stamp says.
+    let latest = f
+        .open_vault(atlasvault::lock::LockMode::Shared)
+        .resolve("latest")
+        .unwrap()
+        .0;
+    assert_eq!(
+        latest.to_hex(),
+        s2,
+        "`latest` names the snapshot taken last"
+    );
 
     // s2 was taken after s1, so it is the newest: keep-last 1 keeps it (and the LKG), and a
     // calendar rule keeps it too.
@@ -684,6 +695,11 @@ fn a_clock_that_went_backwards_loses_no_snapshot_to_retention_or_coverage() {
     fs::write(data.join("f1.txt"), b"third").unwrap();
     let s3 = f.snapshot(&data)["id"].as_str().unwrap().to_string();
     assert_eq!(lkg(&f).as_deref(), Some(s3.as_str()));
+    assert_eq!(
+        manifest_json(&f, &s3)["parent"],
+        s2.as_str(),
+        "the parent is the snapshot taken last, not the one stamped latest"
+    );
     let r = f
         .cmd()
         .args(["--json", "forget", "--keep-last", "1"])
