@@ -272,7 +272,8 @@ fn snapshot_and_promote(ctx: &CycleContext<'_>, report: &mut CycleReport) -> Res
         partial: m.partial,
         warnings: m.warnings.clone(),
     });
-    let p = lkg::promote(&vault, &done.id)?;
+    let checked = done.manifest.gates.as_deref().unwrap_or_default();
+    let p = lkg::promote_checked(&vault, &done.id, checked)?;
     report.gates = p.gates;
     report.promoted = p.promoted;
     Ok(())

@@ -3,7 +3,9 @@
 //! A snapshot is promoted only when every gate passes on the manifest as stored; the ref is then
 //! replaced atomically with the snapshot id, the time and the gate results. A snapshot that fails
 //! a gate is kept (and listed as rejected) but never promoted, and the previous LKG stays. There
-//! is no way to promote without running the gates.
+//! is no way to promote without running the gates: [`promote`] runs them all, and
+//! [`promote_checked`], for a snapshot the same process has just taken and gated under the same
+//! writer lock, runs the manifest gate again on the stored file and keeps the others' results.
 
 use std::path::{Path, PathBuf};
 
@@ -73,13 +75,18 @@ pub fn seal_ref(crypto: &Crypto, lkg: &LkgRef) -> Vec<u8> {
 
 /// Runs every gate on a snapshot as it is stored now.
 pub fn evaluate(vault: &Vault, id: &SnapshotId, deep: bool) -> Result<Vec<GateResult>> {
-    let bytes = match vault.manifest_bytes(id) {
+    let bytes = stored_manifest(vault, id)?;
+    evaluate_bytes(vault, id, bytes.as_deref().map_err(Clone::clone), deep)
+}
+
+/// A manifest's stored bytes, or why a gate cannot have them (missing, or it does not open).
+fn stored_manifest(vault: &Vault, id: &SnapshotId) -> Result<std::result::Result<Vec<u8>, String>> {
+    Ok(match vault.manifest_bytes(id) {
         Ok(Some(b)) => Ok(b),
         Ok(None) => Err("missing".to_string()),
         Err(e @ (Error::Corrupt { .. } | Error::Missing { .. })) => Err(e.full()),
         Err(e) => return Err(e),
-    };
-    evaluate_bytes(vault, id, bytes.as_deref().map_err(Clone::clone), deep)
+    })
 }
 
 /// Runs every gate on manifest bytes (before or after they are written).
@@ -116,14 +123,55 @@ pub struct Promotion {
 
 /// Re-runs the gates on `id` and moves the LKG to it only if all pass. Needs a writer lock.
 pub fn promote(vault: &Vault, id: &SnapshotId) -> Result<Promotion> {
+    refuse_safety(vault, id)?;
+    let results = evaluate(vault, id, false)?;
+    promote_with(vault, id, results)
+}
+
+/// Promotes a snapshot this process has just taken, still under the writer lock it was taken
+/// with: `checked` are the gate results [`crate::snapshot::snapshot`] computed on its sealed
+/// manifest a moment before writing it. Only the `manifest` gate runs again, on the file as
+/// stored; when it passes, the stored manifest is the one checked (its sha256 is its id), so the
+/// other gates would walk the same trees and blobs, indexed and packed as they were under the
+/// same lock, and their results stand. Results that are not one per gate, in order, fall back
+/// to [`promote`].
+pub fn promote_checked(
+    vault: &Vault,
+    id: &SnapshotId,
+    checked: &[GateResult],
+) -> Result<Promotion> {
+    let names: Vec<&str> = gates::default_gates().iter().map(|g| g.name()).collect();
+    let complete =
+        checked.len() == names.len() && checked.iter().zip(&names).all(|(r, n)| r.gate == *n);
+    if !complete {
+        return promote(vault, id);
+    }
+    refuse_safety(vault, id)?;
+    let bytes = stored_manifest(vault, id)?;
+    let fresh = gates::manifest::check_bytes(id, bytes.as_deref().map_err(Clone::clone));
+    let results = checked
+        .iter()
+        .map(|r| match r.gate == fresh.gate {
+            true => fresh.clone(),
+            false => r.clone(),
+        })
+        .collect();
+    promote_with(vault, id, results)
+}
+
+fn refuse_safety(vault: &Vault, id: &SnapshotId) -> Result<()> {
     if vault.manifest(id).is_ok_and(|m| m.safety) {
         return Err(Error::Invalid(format!(
             "snapshot {id} is a safety snapshot (taken before a restore overwrote its target); \
              safety snapshots are never promoted"
         )));
     }
+    Ok(())
+}
+
+/// Moves the LKG to `id` when every one of `results` passed, and audits the decision.
+fn promote_with(vault: &Vault, id: &SnapshotId, results: Vec<GateResult>) -> Result<Promotion> {
     let previous = read(vault)?.map(|r| r.snapshot);
-    let results = evaluate(vault, id, false)?;
     let promoted = gates::all_passed(&results);
     if promoted {
         let r = LkgRef {
@@ -154,4 +202,65 @@ pub fn promote(vault: &Vault, id: &SnapshotId) -> Result<Promotion> {
         gates: results,
         previous,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ChunkerParams;
+    use crate::keys::SecretSource;
+    use crate::lock::LockMode;
+    use crate::progress::Progress;
+    use crate::snapshot::{snapshot, SnapshotOptions};
+
+    /// A plain vault and a fresh snapshot of a small tree, not promoted.
+    fn snapshotted(tmp: &Path) -> (Vault, crate::snapshot::SnapshotOutcome) {
+        let data = tmp.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("a.txt"), b"hello\n").unwrap();
+        let root = tmp.join("vault");
+        Vault::init(&root, ChunkerParams::default(), None).unwrap();
+        let mut v = Vault::open(&root, LockMode::Append, None, &SecretSource::default()).unwrap();
+        let opts = SnapshotOptions {
+            paths: vec![data],
+            ..Default::default()
+        };
+        let done = snapshot(&mut v, &opts, &Progress::hidden()).unwrap();
+        (v, done)
+    }
+
+    #[test]
+    fn promote_checked_reuses_the_snapshots_results_but_rechecks_the_stored_manifest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (v, done) = snapshotted(tmp.path());
+        let checked = done.manifest.gates.clone().unwrap();
+        assert!(gates::all_passed(&checked));
+        assert_eq!(checked, evaluate(&v, &done.id, false).unwrap());
+
+        // A result the snapshot saw failing is not run again: the snapshot is not promoted.
+        let mut failed = checked.clone();
+        failed[2] = GateResult::from_reasons(&failed[2].gate, vec!["planted".into()]);
+        let p = promote_checked(&v, &done.id, &failed).unwrap();
+        assert!(!p.promoted && p.gates == failed, "{p:?}");
+        assert_eq!(read(&v).unwrap(), None);
+
+        // Results that are not one per gate fall back to running every gate.
+        let p = promote_checked(&v, &done.id, &checked[..2]).unwrap();
+        assert!(p.promoted && p.gates == checked, "{p:?}");
+
+        // The stored manifest is checked afresh: damaged on disk, it fails the manifest gate.
+        let path = v.snapshots_dir().join(format!("{}.json", done.id));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let p = promote_checked(&v, &done.id, &checked).unwrap();
+        assert!(!p.promoted, "{p:?}");
+        assert!(!p.gates[0].passed && p.gates[0].gate == "manifest", "{p:?}");
+        assert_eq!(
+            read(&v).unwrap().unwrap().snapshot,
+            done.id,
+            "the LKG stays"
+        );
+    }
 }

@@ -58,7 +58,8 @@ pub(super) fn run(ctx: &mut Ctx, a: SnapshotArgs) -> Result<i32> {
     let promotion = if a.no_promote {
         None
     } else {
-        Some(lkg::promote(&vault, &done.id)?)
+        let checked = m.gates.as_deref().unwrap_or_default();
+        Some(lkg::promote_checked(&vault, &done.id, checked)?)
     };
     let gates = promotion.as_ref().map(|p| &p.gates).or(m.gates.as_ref());
     let out = &mut ctx.out;

@@ -13,16 +13,25 @@ impl Gate for ManifestGate {
     }
 
     fn check(&self, input: &GateInput<'_>) -> GateResult {
-        let reasons = match &input.manifest_bytes {
-            Err(why) => vec![format!("manifest of snapshot {}: {why}", input.id)],
-            Ok(bytes) => match Manifest::parse(bytes) {
-                Err(e) => vec![e],
-                Ok((id, _)) if id != input.id => {
-                    vec![format!("manifest is snapshot {id}, not {}", input.id)]
-                }
-                Ok(_) => Vec::new(),
-            },
-        };
-        GateResult::from_reasons(self.name(), reasons)
+        check_bytes(
+            &input.id,
+            input.manifest_bytes.as_deref().map_err(Clone::clone),
+        )
     }
+}
+
+/// The gate on a manifest's bytes alone (it needs nothing else of the vault).
+pub fn check_bytes(
+    want: &crate::id::SnapshotId,
+    manifest_bytes: Result<&[u8], String>,
+) -> GateResult {
+    let reasons = match manifest_bytes {
+        Err(why) => vec![format!("manifest of snapshot {want}: {why}")],
+        Ok(bytes) => match Manifest::parse(bytes) {
+            Err(e) => vec![e],
+            Ok((id, _)) if id != *want => vec![format!("manifest is snapshot {id}, not {want}")],
+            Ok(_) => Vec::new(),
+        },
+    };
+    GateResult::from_reasons(ManifestGate.name(), reasons)
 }

@@ -8,7 +8,7 @@
 //! [`crate::lkg`]).
 
 mod checksums;
-mod manifest;
+pub mod manifest;
 pub mod sanity;
 mod template_only;
 
