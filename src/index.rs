@@ -95,7 +95,8 @@ impl Index {
                     )
                     .map_err(err)?;
                 let old = version(&tx).map_err(err)?;
-                if had_blobs && old == 2 {
+                if had_blobs && old >= 2 {
+                    // Versions 2 and 3 keep their rows; 2 loses its blobs-by-pack index.
                     tx.execute_batch("DROP INDEX IF EXISTS blobs_by_pack;")
                         .map_err(err)?;
                 } else if had_blobs {
@@ -109,10 +110,9 @@ impl Index {
                     ))
                     .map_err(err)?;
                 } else {
-                    tx.execute_batch(SCHEMA).map_err(err)?;
                     fresh = true;
                 }
-                // Tables added since (every statement is IF NOT EXISTS).
+                // The tables a new file lacks, or that were added since (all IF NOT EXISTS).
                 tx.execute_batch(SCHEMA).map_err(err)?;
                 tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
                     .map_err(err)?;
@@ -429,8 +429,11 @@ mod tests {
         let path = dir.path().join("v3.sqlite");
         let v3_schema = &SCHEMA[..SCHEMA.find("CREATE TABLE IF NOT EXISTS passes").unwrap()];
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(&format!("{v3_schema} PRAGMA user_version = 3;"))
-            .unwrap();
+        // A probe index on the blobs: it survives only if the table is kept, not copied.
+        conn.execute_batch(&format!(
+            "{v3_schema} CREATE INDEX probe ON blobs(raw_len); PRAGMA user_version = 3;"
+        ))
+        .unwrap();
         conn.execute(
             "INSERT INTO packs(id, size) VALUES (?1, 100)",
             [&[5u8; 32][..]],
@@ -439,6 +442,15 @@ mod tests {
         drop(conn);
         let idx = Index::open(&path).unwrap();
         assert!(!idx.is_fresh(), "a version 3 index keeps its rows");
+        let probe: i64 = idx
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'probe'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(probe, 1, "the blobs table is migrated in place, not copied");
         assert_eq!(idx.packs().unwrap().len(), 1);
         assert!(!idx.has_passed(&[1; 32]));
         idx.record_passes(&[[1; 32], [2; 32]]).unwrap();

@@ -151,10 +151,7 @@ pub fn promote_checked(
     let fresh = gates::manifest::check_bytes(id, bytes.as_deref().map_err(Clone::clone));
     let results = checked
         .iter()
-        .map(|r| match r.gate == fresh.gate {
-            true => fresh.clone(),
-            false => r.clone(),
-        })
+        .map(|r| if r.gate == fresh.gate { &fresh } else { r }.clone())
         .collect();
     promote_with(vault, id, results)
 }
