@@ -154,6 +154,14 @@ impl Index {
         self.write(false, &[(*id, size, entries)])
     }
 
+    /// Records several durable packs in one transaction (all or none of them).
+    pub fn add_packs(&mut self, packs: &[(PackId, u64, &[PackEntry])]) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        self.write(false, packs)
+    }
+
     /// Replaces every row with these packs in one transaction (`vault reindex`): a crash leaves
     /// the old index or the new one, never half of it.
     pub fn replace_all(&mut self, packs: &[(PackId, u64, &[PackEntry])]) -> Result<()> {

@@ -210,7 +210,9 @@ impl Vault {
         };
         let lock = VaultLock::acquire(root, mode, wait)?;
         if new_index {
-            for suffix in ["", "-wal", "-shm", "-journal"] {
+            // The main file last: a WAL left beside a new, empty database would be replayed
+            // into it. Without its WAL the old file is still a consistent (older) index.
+            for suffix in ["-wal", "-shm", "-journal", ""] {
                 let p = root.join(format!("{INDEX_FILE}{suffix}"));
                 match fs::remove_file(&p) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -330,20 +332,28 @@ impl Vault {
         // packs. So a pack indexed meanwhile is not taken for one that vanished.
         let indexed = self.index.packs()?;
         let on_disk = self.pack_files()?;
+        // Every pack it lacks goes in in one transaction: an index built from nothing (a new or
+        // deleted one, `vault reindex`) appears whole or not at all, since readers trust a
+        // non-empty index to hold every pack a manifest needs.
+        let mut read: Vec<(PackId, u64, Vec<pack::PackEntry>)> = Vec::new();
         for (id, size) in &on_disk {
             if indexed.get(id) != Some(size) {
                 match self.read_trailer(id, *size) {
-                    Ok(entries) => {
-                        self.index.add_pack(id, *size, &entries)?;
-                        r.packs_added += 1;
-                    }
+                    Ok(entries) => read.push((*id, *size, entries)),
                     // A remote that fails (after its retries) is an error, not a damaged pack.
                     Err(e @ Error::Backend(_)) => return Err(e),
                     // A pack whose trailer does not parse is left for `verify` to report.
                     Err(_) => {}
                 }
+                crate::crashpoint::at("reconcile-mid-add");
             }
         }
+        let rows: Vec<(PackId, u64, &[pack::PackEntry])> = read
+            .iter()
+            .map(|(id, size, entries)| (*id, *size, entries.as_slice()))
+            .collect();
+        self.index.add_packs(&rows)?;
+        r.packs_added += rows.len();
         let vanished: Vec<PackId> = indexed
             .keys()
             .filter(|id| !on_disk.contains_key(*id))
