@@ -66,6 +66,7 @@ pub mod push;
 pub mod remote;
 pub mod restore;
 pub mod retention;
+pub mod scan;
 pub mod snapshot;
 pub mod stored;
 pub mod stream;

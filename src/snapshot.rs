@@ -35,12 +35,13 @@ use crate::blob::{self, BlobKind, SealedBlob};
 use crate::chunk::Chunker;
 use crate::config::Chunking;
 use crate::crypto::Crypto;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::index::Index;
 use crate::manifest::{Manifest, SourcePath, Stats, TemplateReport, MANIFEST_FORMAT};
 use crate::pack::PackWriter;
 use crate::progress::Progress;
+use crate::scan::{estimate_total, Root, Scan, Scanned};
 use crate::stream::{self, StreamSource};
 use crate::template::{self, TemplatePolicy, DEFAULT_TEMPLATE_ONLY_GLOBS, TEMPLATE_MAX_BYTES};
 use crate::tree::{Entry, Node, Tree};
@@ -183,14 +184,24 @@ pub fn snapshot(
     opts: &SnapshotOptions,
     progress: &Progress,
 ) -> Result<SnapshotOutcome> {
+    snapshot_scanned(vault, opts, None, progress)
+}
+
+/// [`snapshot`] with the file-system walk perhaps started ahead ([`Scan::start`], before the vault
+/// was opened); a scan that does not serve `opts`, or is too old, is dropped and walked again.
+pub fn snapshot_scanned(
+    vault: &mut Vault,
+    opts: &SnapshotOptions,
+    scan: Option<Scan>,
+    progress: &Progress,
+) -> Result<SnapshotOutcome> {
     let started = Instant::now();
-    let roots = if !opts.sources.is_empty() {
-        named_roots(&opts.sources)?
-    } else if opts.paths.is_empty() && !opts.streams.is_empty() {
-        Vec::new()
-    } else {
-        resolve_roots(&opts.paths)?
+    let mut scan = match scan {
+        Some(s) if s.serves(opts) => s,
+        _ => Scan::start(opts, vault.root())?,
     };
+    let roots = scan.roots.clone();
+    let rules = scan.rules.clone();
     for st in &opts.streams {
         crate::tree::check_name(st.name.as_bytes())
             .and(crate::tree::check_name(st.file_name.as_bytes()))
@@ -198,15 +209,6 @@ pub fn snapshot(
         if roots.iter().any(|r| r.name == st.name.as_bytes()) {
             return Err(Error::Invalid(format!("source {} named twice", st.name)));
         }
-    }
-    let rules = WalkRules {
-        excludes: opts.excludes.clone(),
-        vault: std::fs::metadata(vault.root())
-            .map(|m| (m.dev(), m.ino()))
-            .at(vault.root())?,
-    };
-    for r in roots.iter().filter(|r| r.meta.is_dir()) {
-        build_walk(r, &rules)?; // bad --exclude globs fail here, before any work
     }
     let mut globs: Vec<String> = DEFAULT_TEMPLATE_ONLY_GLOBS
         .iter()
@@ -248,7 +250,10 @@ pub fn snapshot(
     } else {
         opts.threads
     };
-    let known = Arc::new(Known(Mutex::new(vault.index().blob_ids()?)));
+    // The ids the index knows are the location map's keys: no second query over every row.
+    let known = Arc::new(Known(Mutex::new(
+        reader.locations().keys().copied().collect(),
+    )));
     let counters = Arc::new(Counters::default());
     let (job_tx, job_rx) = bounded::<FileJob>(JOB_QUEUE);
     let (raw_tx, raw_rx) = bounded::<RawBlob>(COMPRESS_QUEUE_PER_THREAD * threads);
@@ -303,10 +308,10 @@ pub fn snapshot(
         }
 
         let mut walker = Walker {
+            scan: &mut scan,
             jobs: job_tx,
             sink,
             reader: &reader,
-            rules: &rules,
             policy: &policy,
             root: PathBuf::new(),
             templates: TemplateReport {
@@ -425,97 +430,6 @@ pub fn snapshot(
     Ok(SnapshotOutcome { id, manifest })
 }
 
-#[derive(Debug, Clone)]
-struct Root {
-    path: PathBuf,
-    name: Vec<u8>,
-    meta: Metadata,
-    /// Excludes of this root only (a config source's), besides `--exclude`.
-    excludes: Vec<String>,
-}
-
-/// The roots of named sources: each must exist; its entry is named after the source.
-fn named_roots(sources: &[NamedSource]) -> Result<Vec<Root>> {
-    let mut roots: Vec<Root> = Vec::new();
-    for src in sources {
-        let abs = normalize(&std::path::absolute(&src.path).at(&src.path)?);
-        let meta = std::fs::symlink_metadata(&abs).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::Invalid(format!(
-                "source {}: {}: no such file or directory",
-                src.name,
-                src.path.display()
-            )),
-            _ => Error::io(&abs, e),
-        })?;
-        if roots.iter().any(|r| r.name == src.name.as_bytes()) {
-            return Err(Error::Invalid(format!("source {} named twice", src.name)));
-        }
-        roots.push(Root {
-            path: abs,
-            name: src.name.as_bytes().to_vec(),
-            meta,
-            excludes: src.excludes.clone(),
-        });
-    }
-    Ok(roots)
-}
-
-/// Makes every path absolute (without following a final symlink) and names its root entry.
-fn resolve_roots(paths: &[PathBuf]) -> Result<Vec<Root>> {
-    if paths.is_empty() {
-        return Err(Error::Invalid(
-            "nothing to snapshot: give at least one PATH".into(),
-        ));
-    }
-    let mut roots: Vec<Root> = Vec::new();
-    for p in paths {
-        let abs = std::path::absolute(p).at(p)?;
-        let meta = std::fs::symlink_metadata(&abs).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                Error::Invalid(format!("{}: no such file or directory", p.display()))
-            }
-            _ => Error::io(&abs, e),
-        })?;
-        let abs = normalize(&abs);
-        let base = abs
-            .file_name()
-            .map(|n| n.as_bytes().to_vec())
-            .unwrap_or_else(|| b"root".to_vec());
-        let mut name = base.clone();
-        let mut n = 2;
-        while roots.iter().any(|r| r.name == name) {
-            name = [base.as_slice(), format!("~{n}").as_bytes()].concat();
-            n += 1;
-        }
-        if roots.iter().any(|r| r.path == abs) {
-            continue;
-        }
-        roots.push(Root {
-            path: abs,
-            name,
-            meta,
-            excludes: Vec::new(),
-        });
-    }
-    Ok(roots)
-}
-
-/// Removes `.` and `..` components lexically (`std::path::absolute` keeps `..`).
-fn normalize(p: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 /// The latest snapshot of exactly the same paths.
 fn find_parent(vault: &Vault, paths: &[String]) -> Result<Option<(SnapshotId, Manifest)>> {
     let mut want: Vec<&String> = paths.iter().collect();
@@ -575,10 +489,10 @@ struct OpenDir {
 }
 
 struct Walker<'a> {
+    scan: &'a mut Scan,
     jobs: Sender<FileJob>,
     sink: BlobSink,
     reader: &'a BlobReader,
-    rules: &'a WalkRules,
     policy: &'a TemplatePolicy,
     /// The source root being walked (template globs with `/` match below it).
     root: PathBuf,
@@ -703,7 +617,6 @@ impl Walker<'_> {
 
     /// Walks one directory tree and returns its entry (with the subtree id filled in).
     fn walk_dir(&mut self, root: &Root, parent: Option<Tree>) -> std::result::Result<Entry, Stop> {
-        let walk = build_walk(root, self.rules).map_err(Some)?;
         let mut stack: Vec<OpenDir> = vec![OpenDir {
             depth: 0,
             entry: entry_from(
@@ -717,27 +630,33 @@ impl Walker<'_> {
             entries: Vec::new(),
         }];
         self.stats.dirs += 1;
-        for item in walk {
-            let dent = match item {
-                Ok(d) => d,
-                Err(e) => {
-                    self.warn_unreadable(format!("{e}"));
+        loop {
+            let (depth, path, name, meta) = match self.scan.next() {
+                Some(Scanned::RootDone) => break,
+                Some(Scanned::Error(msg)) => {
+                    self.warn_unreadable(msg);
                     continue;
                 }
+                Some(Scanned::Entry {
+                    depth,
+                    path,
+                    name,
+                    meta,
+                }) => (depth, path, name, meta),
+                None => {
+                    return Err(Some(Error::Invalid(format!(
+                        "the walk of {} stopped unexpectedly",
+                        root.path.display()
+                    ))))
+                }
             };
-            let depth = dent.depth();
-            if depth == 0 {
-                continue;
-            }
             while stack.last().is_some_and(|d| d.depth >= depth) {
                 self.close_dir(&mut stack)?;
             }
-            let path = dent.path().to_path_buf();
-            let name = dent.file_name().as_bytes().to_vec();
-            let meta = match std::fs::symlink_metadata(&path) {
+            let meta = match meta {
                 Ok(m) => m,
-                Err(e) => {
-                    self.warn_unreadable(format!("{}: {e}", path.display()));
+                Err(msg) => {
+                    self.warn_unreadable(msg);
                     continue;
                 }
             };
@@ -981,63 +900,6 @@ impl Walker<'_> {
         self.partial = true;
         self.stats.skipped += 1;
         self.warnings.push(format!("unreadable: {msg}"));
-    }
-}
-
-/// What the walk leaves out besides ignore files: `--exclude` globs and the vault itself.
-#[derive(Clone)]
-struct WalkRules {
-    excludes: Vec<String>,
-    /// The vault's own directory (device, inode), never snapshotted into itself, whatever path
-    /// (symlinked or not) leads to it.
-    vault: (u64, u64),
-}
-
-fn build_walk(root: &Root, rules: &WalkRules) -> Result<ignore::Walk> {
-    let mut overrides = ignore::overrides::OverrideBuilder::new(&root.path);
-    for glob in rules.excludes.iter().chain(&root.excludes) {
-        overrides
-            .add(&format!("!{glob}"))
-            .map_err(|e| Error::Invalid(format!("--exclude {glob:?}: {e}")))?;
-    }
-    let overrides = overrides
-        .build()
-        .map_err(|e| Error::Invalid(format!("--exclude: {e}")))?;
-    Ok(ignore::WalkBuilder::new(&root.path)
-        .hidden(false)
-        .parents(false)
-        .ignore(true)
-        .git_ignore(true)
-        .git_global(false)
-        .git_exclude(false)
-        .require_git(false)
-        .follow_links(false)
-        .add_custom_ignore_filename(".vaultignore")
-        .overrides(overrides)
-        .sort_by_file_name(|a, b| a.as_bytes().cmp(b.as_bytes()))
-        .filter_entry({
-            let (dev, ino) = rules.vault;
-            // The inode comes from readdir for free; stat only on a match.
-            move |e| e.ino() != Some(ino) || e.metadata().map(|m| m.dev() != dev).unwrap_or(true)
-        })
-        .build())
-}
-
-/// Sums file sizes on the side so the progress bar can show an ETA.
-fn estimate_total(roots: &[Root], rules: &WalkRules, progress: &Progress) {
-    for r in roots {
-        if !r.meta.is_dir() {
-            progress.inc_total(r.meta.len());
-            continue;
-        }
-        let Ok(walk) = build_walk(r, rules) else {
-            return;
-        };
-        for d in walk.flatten() {
-            if let Some(m) = d.metadata().ok().filter(|m| m.is_file()) {
-                progress.inc_total(m.len());
-            }
-        }
     }
 }
 

@@ -28,7 +28,6 @@ pub(super) fn run(ctx: &mut Ctx, a: SnapshotArgs) -> Result<i32> {
         _ if a.paths.is_empty() => config_sources(ctx, &a.source, &mut template_only)?,
         _ => (Vec::new(), Vec::new()),
     };
-    let mut vault = ctx.open(LockMode::Append)?;
     let opts = SnapshotOptions {
         paths: a.paths,
         excludes: a.exclude,
@@ -39,12 +38,17 @@ pub(super) fn run(ctx: &mut Ctx, a: SnapshotArgs) -> Result<i32> {
         sources,
         streams,
     };
+    // The walk needs neither key nor index: it runs while the password's key is derived. If it
+    // cannot start (a missing path, no vault), the snapshot starts it again after opening and
+    // reports the error in the usual order.
+    let scan = crate::scan::Scan::start(&opts, &ctx.root).ok();
+    let mut vault = ctx.open(LockMode::Append)?;
     let progress = if ctx.json {
         Progress::hidden()
     } else {
         Progress::bytes_bar("snapshot")
     };
-    let done = crate::snapshot::snapshot(&mut vault, &opts, &progress)?;
+    let done = crate::snapshot::snapshot_scanned(&mut vault, &opts, scan, &progress)?;
     let m = &done.manifest;
     let s = &m.stats;
     for w in &m.warnings {
