@@ -308,3 +308,134 @@ pub(crate) fn estimate_total(roots: &[Root], rules: &WalkRules, progress: &Progr
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ChunkerParams;
+    use crate::keys::SecretSource;
+    use crate::lock::LockMode;
+    use crate::tree::Node;
+    use crate::vault::Vault;
+
+    fn opts(paths: Vec<PathBuf>) -> SnapshotOptions {
+        SnapshotOptions {
+            paths,
+            ..Default::default()
+        }
+    }
+
+    /// Waits until the scan thread has queued `n` batches (a small tree is one batch).
+    fn wait_queued(scan: &Scan, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while scan.rx.len() < n {
+            assert!(Instant::now() < deadline, "the scan never queued its batch");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_scan_walks_sorted_depth_first_leaves_out_the_vault_and_ends_each_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(data.join("b")).unwrap();
+        std::fs::create_dir_all(data.join("vault")).unwrap();
+        for f in ["c", "a", "b/x"] {
+            std::fs::write(data.join(f), f).unwrap();
+        }
+        let other = tmp.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("y"), b"y").unwrap();
+        let mut scan = Scan::start(&opts(vec![data.clone(), other]), &data.join("vault")).unwrap();
+        let mut seen = Vec::new();
+        while let Some(item) = scan.next() {
+            seen.push(match item {
+                Scanned::Entry {
+                    depth, name, meta, ..
+                } => {
+                    assert!(meta.is_ok());
+                    format!("{depth}:{}", String::from_utf8(name).unwrap())
+                }
+                Scanned::Error(e) => panic!("{e}"),
+                Scanned::RootDone => "end".into(),
+            });
+        }
+        assert_eq!(
+            seen,
+            ["1:a", "1:b", "2:x", "1:c", "end", "1:y", "end"],
+            "sorted, depth-first, no vault, one end per root"
+        );
+    }
+
+    #[test]
+    fn a_scan_serves_only_the_options_it_was_started_for_and_only_while_fresh() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let o = opts(vec![data.clone()]);
+        let mut scan = Scan::start(&o, tmp.path()).unwrap();
+        assert!(scan.serves(&o));
+        assert!(!scan.serves(&opts(vec![data.clone(), tmp.path().into()])));
+        assert!(!scan.serves(&SnapshotOptions {
+            excludes: vec!["*.log".into()],
+            ..o.clone()
+        }));
+        scan.started -= SCAN_MAX_AGE + Duration::from_millis(1);
+        assert!(!scan.serves(&o), "too old");
+        // A bad glob or a missing path fails at the start.
+        assert!(Scan::start(
+            &SnapshotOptions {
+                excludes: vec!["a[".into()],
+                ..o.clone()
+            },
+            tmp.path()
+        )
+        .is_err());
+        assert!(Scan::start(&opts(vec![tmp.path().join("nope")]), tmp.path()).is_err());
+    }
+
+    #[test]
+    fn a_stale_scan_is_walked_again_so_the_snapshot_sees_what_changed_since() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("a.txt"), b"a").unwrap();
+        let root = tmp.path().join("vault");
+        Vault::init(&root, ChunkerParams::default(), None).unwrap();
+        let o = opts(vec![data.clone()]);
+        let mut v = Vault::open(&root, LockMode::Append, None, &SecretSource::default()).unwrap();
+        let mut file_names = |fresh: bool, new_file: &str| {
+            let mut scan = Scan::start(&o, &root).unwrap();
+            wait_queued(&scan, 1); // the scan saw the tree as it was
+            std::fs::write(data.join(new_file), b"new").unwrap();
+            scan.started = if fresh {
+                Instant::now() // however slow the machine
+            } else {
+                Instant::now() - SCAN_MAX_AGE - Duration::from_millis(1)
+            };
+            let done = crate::snapshot::snapshot_scanned(
+                &mut v,
+                &o,
+                Some(scan),
+                &crate::progress::Progress::hidden(),
+            )
+            .unwrap();
+            let reader = v.blob_reader().unwrap();
+            let top = reader.tree(&done.manifest.tree).unwrap();
+            let Node::Dir { subtree } = &top.get(b"data").unwrap().node else {
+                panic!("data is not a directory");
+            };
+            reader
+                .tree(subtree)
+                .unwrap()
+                .entries
+                .iter()
+                .map(|e| String::from_utf8(e.name.clone()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        // A fresh scan is used as it is: the file written after it is not in this snapshot.
+        assert_eq!(file_names(true, "b.txt"), ["a.txt"]);
+        // A stale one is walked again.
+        assert_eq!(file_names(false, "c.txt"), ["a.txt", "b.txt", "c.txt"]);
+    }
+}
