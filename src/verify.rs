@@ -132,8 +132,12 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
         }
     }
 
-    // Data.
+    // Data. The trees are walked meanwhile on another thread, as if nothing were damaged: the
+    // common outcome. Only when the data turns out damaged are they walked again, to trace the
+    // damage to paths (the trees are cached by then).
+    let no_damage = HashMap::new();
     let mut bad_blobs: HashMap<BlobId, PackId> = HashMap::new();
+    let mut optimistic = None;
     if opts.read_data {
         let mut ids: Vec<PackId> = on_disk
             .keys()
@@ -146,7 +150,16 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
         }
         let total: u64 = ids.iter().map(|id| on_disk[id]).sum();
         progress.inc_total(total);
-        let results = read_packs(&reader, &ids, &on_disk, &rows, opts.threads, progress);
+        let results = std::thread::scope(|s| {
+            let tracing = s.spawn(|| trace(&reader, &manifests, &no_damage));
+            let results = read_packs(&reader, &ids, &on_disk, &rows, opts.threads, progress);
+            optimistic = Some(
+                tracing
+                    .join()
+                    .expect("invariant: the tracer does not panic"),
+            );
+            results
+        });
         report.packs_read = ids.len();
         report.bytes_read = total;
         let mut mismatched: HashMap<PackId, HashSet<PackEntry>> = HashMap::new();
@@ -187,19 +200,10 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
     }
 
     // Walk every snapshot's trees, tracing damage to paths.
-    let mut tracer = Tracer {
-        reader: &reader,
-        bad_blobs: &bad_blobs,
-        clean_trees: HashSet::new(),
-        seen_blobs: HashSet::new(),
-        trees: 0,
-        hits: BTreeMap::new(),
-        problems: Vec::new(),
+    let tracer = match optimistic.filter(|_| bad_blobs.is_empty()) {
+        Some(t) => t,
+        None => trace(&reader, &manifests, &bad_blobs),
     };
-    for (id, m) in &manifests {
-        let snap = id.short();
-        tracer.tree(&m.tree, &snap, "", 0);
-    }
     report.trees = tracer.trees;
     report.blobs_referenced = tracer.seen_blobs.len();
     report.problems.extend(tracer.problems);
@@ -503,6 +507,27 @@ fn pack_outcome(work: &PackWork, rows: Option<&RowDigest>) -> PackOutcome {
             Vec::new(),
         )),
     }
+}
+
+/// Walks every snapshot's trees, checking each reference and tracing `bad_blobs` to paths.
+fn trace<'a>(
+    reader: &'a BlobReader,
+    manifests: &[(SnapshotId, Manifest)],
+    bad_blobs: &'a HashMap<BlobId, PackId>,
+) -> Tracer<'a> {
+    let mut tracer = Tracer {
+        reader,
+        bad_blobs,
+        clean_trees: HashSet::new(),
+        seen_blobs: HashSet::new(),
+        trees: 0,
+        hits: BTreeMap::new(),
+        problems: Vec::new(),
+    };
+    for (id, m) in manifests {
+        tracer.tree(&m.tree, &id.short(), "", 0);
+    }
+    tracer
 }
 
 struct Tracer<'a> {
