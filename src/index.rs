@@ -47,6 +47,66 @@ CREATE TABLE IF NOT EXISTS passes(
 ) WITHOUT ROWID;
 ";
 
+/// Where every indexed blob can be read, in about 60 bytes a blob: the blob's id is only the
+/// key, and a pack is named by its number in `packs` rather than by its 32-byte id.
+#[derive(Debug, Default)]
+pub struct LocationMap {
+    packs: Vec<PackId>,
+    blobs: HashMap<BlobId, Slot>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    offset: u64,
+    stored_len: u32,
+    raw_len: u32,
+    pack: u32,
+    kind: BlobKind,
+    compression: Compression,
+}
+
+impl LocationMap {
+    fn location(&self, id: &BlobId, s: &Slot) -> Location {
+        Location {
+            pack: self.packs[s.pack as usize],
+            entry: PackEntry {
+                id: *id,
+                kind: s.kind,
+                compression: s.compression,
+                offset: s.offset,
+                stored_len: s.stored_len,
+                raw_len: s.raw_len,
+            },
+        }
+    }
+
+    pub fn get(&self, id: &BlobId) -> Option<Location> {
+        self.blobs.get(id).map(|s| self.location(id, s))
+    }
+
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.blobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+
+    /// Every blob id, in no order.
+    pub fn ids(&self) -> impl Iterator<Item = &BlobId> {
+        self.blobs.keys()
+    }
+
+    /// Every location, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = Location> + '_ {
+        self.blobs.iter().map(|(id, s)| self.location(id, s))
+    }
+}
+
 /// Where a blob can be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -355,12 +415,68 @@ impl Index {
 
     /// The location of every indexed blob, for restore and verify. A blob in several packs gets
     /// one of them.
-    pub fn locations(&self) -> Result<HashMap<BlobId, Location>> {
-        let mut out = HashMap::new();
-        self.query_locations(|pack, entry| {
-            out.insert(entry.id, Location { pack, entry });
-        })?;
-        Ok(out)
+    pub fn locations(&self) -> Result<LocationMap> {
+        let bad = || self.corrupt("malformed blob row");
+        let mut packs = Vec::new();
+        let mut by_seq = HashMap::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT seq, id FROM packs")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let (seq, id) = row.map_err(|e| self.err(e))?;
+                let n = u32::try_from(packs.len()).map_err(|_| bad())?;
+                packs.push(PackId::from_slice(&id).ok_or_else(bad)?);
+                by_seq.insert(seq, n);
+            }
+        }
+        // Sized once: a map grown by doubling holds both tables at its last growth.
+        let count: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        let mut blobs = HashMap::with_capacity(usize::try_from(count).unwrap_or(0));
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, pack, kind, compression, offset, stored_len, raw_len FROM blobs")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, u8>(2)?,
+                    r.get::<_, u8>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, u32>(5)?,
+                    r.get::<_, u32>(6)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (id, seq, kind, comp, offset, stored_len, raw_len) =
+                row.map_err(|e| self.err(e))?;
+            // A row of a pack that is not in the table (the join used to drop it) is no location.
+            let Some(&pack) = by_seq.get(&seq) else {
+                continue;
+            };
+            blobs.insert(
+                BlobId::from_slice(&id).ok_or_else(bad)?,
+                Slot {
+                    offset: u64::try_from(offset).map_err(|_| bad())?,
+                    stored_len,
+                    raw_len,
+                    pack,
+                    kind: BlobKind::from_u8(kind).ok_or_else(bad)?,
+                    compression: Compression::from_u8(comp).ok_or_else(bad)?,
+                },
+            );
+        }
+        Ok(LocationMap { packs, blobs })
     }
 
     fn query_locations(&self, mut f: impl FnMut(PackId, PackEntry)) -> Result<()> {
@@ -407,6 +523,44 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_location_map_names_each_blobs_pack_and_skips_rows_of_no_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(&dir.path().join("index.sqlite")).unwrap();
+        let entry = |name: &[u8], offset| PackEntry {
+            id: BlobId::of(name),
+            kind: BlobKind::Tree,
+            compression: Compression::None,
+            offset,
+            stored_len: 3,
+            raw_len: 3,
+        };
+        let (a, b, c) = (entry(b"a", 0), entry(b"b", 3), entry(b"c", 0));
+        let (p, q) = (PackId([1; 32]), PackId([2; 32]));
+        idx.add_packs(&[(p, 6, &[a, b][..]), (q, 3, &[c][..])])
+            .unwrap();
+        // A row whose pack is not in the table.
+        idx.conn
+            .execute(
+                "INSERT INTO blobs(id, pack, kind, compression, offset, stored_len, raw_len)
+                 VALUES (?1, 999, 0, 0, 0, 1, 1)",
+                [&[9u8; 32][..]],
+            )
+            .unwrap();
+        let map = idx.locations().unwrap();
+        assert_eq!(map.len(), 3);
+        assert_eq!(map.get(&a.id), Some(Location { pack: p, entry: a }));
+        assert_eq!(map.get(&b.id), Some(Location { pack: p, entry: b }));
+        assert_eq!(map.get(&c.id), Some(Location { pack: q, entry: c }));
+        assert!(!map.contains(&BlobId([9; 32])));
+        let mut ids: Vec<BlobId> = map.ids().copied().collect();
+        ids.sort();
+        let mut want = vec![a.id, b.id, c.id];
+        want.sort();
+        assert_eq!(ids, want);
+        assert_eq!(map.iter().filter(|l| l.pack == p).count(), 2);
+    }
 
     #[test]
     fn version_moves_with_changes_from_any_connection() {
@@ -489,7 +643,7 @@ mod tests {
         assert_eq!(idx.packs().unwrap()[&p], 100);
         assert!(idx.blob_ids().unwrap().contains(&e.id));
         assert_eq!(
-            idx.locations().unwrap()[&e.id],
+            idx.locations().unwrap().get(&e.id).unwrap(),
             Location { pack: p, entry: e }
         );
         // A copy of the blob in a second pack outlives the first pack.
@@ -499,7 +653,7 @@ mod tests {
         idx.for_each_row(|_, _| rows += 1).unwrap();
         assert_eq!(rows, 2);
         idx.remove_pack(&p).unwrap();
-        assert_eq!(idx.locations().unwrap()[&e.id].pack, q);
+        assert_eq!(idx.locations().unwrap().get(&e.id).unwrap().pack, q);
         idx.remove_pack(&q).unwrap();
         assert!(idx.blob_ids().unwrap().is_empty());
         // Reopening keeps the rows; an index of an older layout starts over.
@@ -532,7 +686,7 @@ mod tests {
         let mut idx = Index::open(&v1).unwrap();
         assert!(!idx.is_fresh());
         assert_eq!(
-            idx.locations().unwrap()[&e.id],
+            idx.locations().unwrap().get(&e.id).unwrap(),
             Location { pack: p, entry: e }
         );
         idx.add_pack(&q, 50, &[e]).unwrap();
@@ -566,7 +720,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(indexes, 0);
-        assert_eq!(idx.locations().unwrap()[&e.id].pack, p);
+        assert_eq!(idx.locations().unwrap().get(&e.id).unwrap().pack, p);
         // Several packs go in one call; unknown ones are ignored.
         idx.add_pack(&q, 50, &[e]).unwrap();
         let r = PackId([9; 32]);

@@ -37,7 +37,7 @@ use crate::config::Chunking;
 use crate::crypto::Crypto;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
-use crate::index::Index;
+use crate::index::{Index, LocationMap};
 use crate::manifest::{Manifest, SourcePath, Stats, TemplateReport, MANIFEST_FORMAT};
 use crate::pack::PackWriter;
 use crate::progress::Progress;
@@ -91,24 +91,31 @@ pub struct SnapshotOutcome {
     pub manifest: Manifest,
 }
 
-/// Set of blob ids known to the vault or claimed by this run.
-struct Known(Mutex<HashSet<BlobId>>);
+/// Blob ids known to the vault (its location map, shared with the reader) or claimed by this
+/// run (a set of the new ones only).
+struct Known {
+    vault: Arc<LocationMap>,
+    new: Mutex<HashSet<BlobId>>,
+}
 
 impl Known {
     /// True when the caller is the first to see `id` and must store it.
     fn claim(&self, id: BlobId) -> bool {
-        self.0
-            .lock()
-            .expect("invariant: known-set lock is not poisoned")
-            .insert(id)
+        !self.vault.contains(&id)
+            && self
+                .new
+                .lock()
+                .expect("invariant: known-set lock is not poisoned")
+                .insert(id)
     }
 
     fn contains_all(&self, ids: &[BlobId]) -> bool {
-        let set = self
-            .0
+        let new = self
+            .new
             .lock()
             .expect("invariant: known-set lock is not poisoned");
-        ids.iter().all(|id| set.contains(id))
+        ids.iter()
+            .all(|id| self.vault.contains(id) || new.contains(id))
     }
 }
 
@@ -250,10 +257,10 @@ pub fn snapshot_scanned(
     } else {
         opts.threads
     };
-    // The ids the index knows are the location map's keys: no second query over every row.
-    let known = Arc::new(Known(Mutex::new(
-        reader.locations().keys().copied().collect(),
-    )));
+    let known = Arc::new(Known {
+        vault: reader.location_map(),
+        new: Mutex::new(HashSet::new()),
+    });
     let counters = Arc::new(Counters::default());
     let (job_tx, job_rx) = bounded::<FileJob>(JOB_QUEUE);
     let (raw_tx, raw_rx) = bounded::<RawBlob>(COMPRESS_QUEUE_PER_THREAD * threads);

@@ -23,7 +23,7 @@ use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::id::{BlobId, PackId, SnapshotId};
-use crate::index::{Index, Location};
+use crate::index::{Index, Location, LocationMap};
 use crate::keys::{self, KdfParams, KeyFile, MasterKey, Secret, SecretSource};
 use crate::lock::{LockMode, VaultLock};
 use crate::manifest::{Manifest, MANIFEST_MAX_BYTES};
@@ -75,7 +75,7 @@ pub struct Vault {
 }
 
 type IndexVersion = (i64, u64);
-type Locations = Arc<HashMap<BlobId, Location>>;
+type Locations = Arc<LocationMap>;
 
 /// Where a vault's packs are read from.
 #[derive(Clone)]
@@ -638,12 +638,17 @@ impl BlobReader {
     }
 
     /// Where a blob is, if the index knows it.
-    pub fn location(&self, id: &BlobId) -> Option<&Location> {
+    pub fn location(&self, id: &BlobId) -> Option<Location> {
         self.locations.get(id)
     }
 
+    /// The location map, shared.
+    pub(crate) fn location_map(&self) -> Locations {
+        self.locations.clone()
+    }
+
     /// All known locations.
-    pub fn locations(&self) -> &HashMap<BlobId, Location> {
+    pub fn locations(&self) -> &LocationMap {
         &self.locations
     }
 

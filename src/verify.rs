@@ -193,9 +193,9 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
         .copied()
         .filter(|p| !bad_blobs.values().any(|q| q == p))
         .collect();
-    for (id, loc) in reader.locations() {
+    for loc in reader.locations().iter() {
         if whole_pack_lost.contains(&loc.pack) {
-            bad_blobs.insert(*id, loc.pack);
+            bad_blobs.insert(loc.entry.id, loc.pack);
         }
     }
 
@@ -429,8 +429,8 @@ fn open_pack(
         reader
             .locations()
             .iter()
-            .filter(|(_, l)| l.pack == *id)
-            .map(|(b, _)| *b)
+            .filter(|l| l.pack == *id)
+            .map(|l| l.entry.id)
             .collect()
     };
     let bytes = reader

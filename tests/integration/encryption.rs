@@ -88,7 +88,7 @@ fn blob_ids(f: &Fixture, vault: &Path) -> HashSet<BlobId> {
     let secrets = atlasvault::keys::SecretSource::from_env_and(Some(f.password_file()), None);
     let v = atlasvault::Vault::open(vault, LockMode::Shared, None, &secrets).expect("open");
     let r = v.blob_reader().expect("reader");
-    r.locations().keys().copied().collect()
+    r.locations().ids().copied().collect()
 }
 
 #[test]
