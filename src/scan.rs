@@ -33,8 +33,8 @@ pub const SCAN_MAX_AGE: Duration = Duration::from_secs(1);
 pub(crate) enum Scanned {
     Entry {
         depth: usize,
+        /// The entry's name is its last component.
         path: PathBuf,
-        name: Vec<u8>,
         meta: std::result::Result<Metadata, String>,
     },
     /// A directory could not be listed (or an ignore file read); the walk goes on without it.
@@ -153,7 +153,6 @@ fn scanned(item: std::result::Result<ignore::DirEntry, ignore::Error>) -> Scanne
                 std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()));
             Scanned::Entry {
                 depth: dent.depth(),
-                name: dent.file_name().as_bytes().to_vec(),
                 path,
                 meta,
             }
@@ -350,11 +349,9 @@ mod tests {
         let mut seen = Vec::new();
         while let Some(item) = scan.next() {
             seen.push(match item {
-                Scanned::Entry {
-                    depth, name, meta, ..
-                } => {
+                Scanned::Entry { depth, path, meta } => {
                     assert!(meta.is_ok());
-                    format!("{depth}:{}", String::from_utf8(name).unwrap())
+                    format!("{depth}:{}", path.file_name().unwrap().to_str().unwrap())
                 }
                 Scanned::Error(e) => panic!("{e}"),
                 Scanned::RootDone => "end".into(),

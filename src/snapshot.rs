@@ -644,12 +644,10 @@ impl Walker<'_> {
                     self.warn_unreadable(msg);
                     continue;
                 }
-                Some(Scanned::Entry {
-                    depth,
-                    path,
-                    name,
-                    meta,
-                }) => (depth, path, name, meta),
+                Some(Scanned::Entry { depth, path, meta }) => {
+                    let name = path.file_name().unwrap_or_default().as_bytes().to_vec();
+                    (depth, path, name, meta)
+                }
                 None => {
                     return Err(Some(Error::Invalid(format!(
                         "the walk of {} stopped unexpectedly",
