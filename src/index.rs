@@ -409,37 +409,65 @@ impl Index {
 
     /// Calls `f` with every (pack, blob entry) row, copies of one blob in several packs included
     /// (prune's accounting).
-    pub fn for_each_row(&self, f: impl FnMut(PackId, PackEntry)) -> Result<()> {
-        self.query_locations(f)
+    pub fn for_each_row(&self, mut f: impl FnMut(PackId, PackEntry)) -> Result<()> {
+        let (packs, by_seq) = self.pack_numbers()?;
+        self.query_rows(&by_seq, |n, entry| f(packs[n as usize], entry))
     }
 
     /// The location of every indexed blob, for restore and verify. A blob in several packs gets
     /// one of them.
     pub fn locations(&self) -> Result<LocationMap> {
-        let bad = || self.corrupt("malformed blob row");
-        let mut packs = Vec::new();
-        let mut by_seq = HashMap::new();
-        {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT seq, id FROM packs")
-                .map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                let (seq, id) = row.map_err(|e| self.err(e))?;
-                let n = u32::try_from(packs.len()).map_err(|_| bad())?;
-                packs.push(PackId::from_slice(&id).ok_or_else(bad)?);
-                by_seq.insert(seq, n);
-            }
-        }
+        let (packs, by_seq) = self.pack_numbers()?;
         // Sized once: a map grown by doubling holds both tables at its last growth.
         let count: i64 = self
             .conn
             .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
         let mut blobs = HashMap::with_capacity(usize::try_from(count).unwrap_or(0));
+        self.query_rows(&by_seq, |pack, e| {
+            blobs.insert(
+                e.id,
+                Slot {
+                    offset: e.offset,
+                    stored_len: e.stored_len,
+                    raw_len: e.raw_len,
+                    pack,
+                    kind: e.kind,
+                    compression: e.compression,
+                },
+            );
+        })?;
+        Ok(LocationMap { packs, blobs })
+    }
+
+    /// The packs' ids, and each pack's number in that list by its `seq`.
+    fn pack_numbers(&self) -> Result<(Vec<PackId>, HashMap<i64, u32>)> {
+        let bad = || self.corrupt("malformed pack row");
+        let mut packs = Vec::new();
+        let mut by_seq = HashMap::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, id FROM packs")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (seq, id) = row.map_err(|e| self.err(e))?;
+            let n = u32::try_from(packs.len()).map_err(|_| bad())?;
+            packs.push(PackId::from_slice(&id).ok_or_else(bad)?);
+            by_seq.insert(seq, n);
+        }
+        Ok((packs, by_seq))
+    }
+
+    /// Calls `f` with every blob row whose pack is in `by_seq` (a row of a pack missing from the
+    /// packs table is no location), with that pack's number.
+    fn query_rows(
+        &self,
+        by_seq: &HashMap<i64, u32>,
+        mut f: impl FnMut(u32, PackEntry),
+    ) -> Result<()> {
         let mut stmt = self
             .conn
             .prepare("SELECT id, pack, kind, compression, offset, stored_len, raw_len FROM blobs")
@@ -460,61 +488,21 @@ impl Index {
         for row in rows {
             let (id, seq, kind, comp, offset, stored_len, raw_len) =
                 row.map_err(|e| self.err(e))?;
-            // A row of a pack that is not in the table (the join used to drop it) is no location.
             let Some(&pack) = by_seq.get(&seq) else {
                 continue;
             };
-            blobs.insert(
-                BlobId::from_slice(&id).ok_or_else(bad)?,
-                Slot {
+            let bad = || self.corrupt("malformed blob row");
+            f(
+                pack,
+                PackEntry {
+                    id: BlobId::from_slice(&id).ok_or_else(bad)?,
+                    kind: BlobKind::from_u8(kind).ok_or_else(bad)?,
+                    compression: Compression::from_u8(comp).ok_or_else(bad)?,
                     offset: u64::try_from(offset).map_err(|_| bad())?,
                     stored_len,
                     raw_len,
-                    pack,
-                    kind: BlobKind::from_u8(kind).ok_or_else(bad)?,
-                    compression: Compression::from_u8(comp).ok_or_else(bad)?,
                 },
             );
-        }
-        Ok(LocationMap { packs, blobs })
-    }
-
-    fn query_locations(&self, mut f: impl FnMut(PackId, PackEntry)) -> Result<()> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT b.id, p.id, b.kind, b.compression, b.offset, b.stored_len, b.raw_len
-                 FROM blobs b JOIN packs p ON p.seq = b.pack",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, u8>(2)?,
-                    r.get::<_, u8>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, u32>(5)?,
-                    r.get::<_, u32>(6)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (id, pack, kind, comp, offset, stored_len, raw_len) =
-                row.map_err(|e| self.err(e))?;
-            let bad = || self.corrupt("malformed blob row");
-            let id = BlobId::from_slice(&id).ok_or_else(bad)?;
-            let entry = PackEntry {
-                id,
-                kind: BlobKind::from_u8(kind).ok_or_else(bad)?,
-                compression: Compression::from_u8(comp).ok_or_else(bad)?,
-                offset: u64::try_from(offset).map_err(|_| bad())?,
-                stored_len,
-                raw_len,
-            };
-            let pack = PackId::from_slice(&pack).ok_or_else(bad)?;
-            f(pack, entry);
         }
         Ok(())
     }

@@ -375,6 +375,11 @@ pub fn snapshot_scanned(
         )
     });
     progress.finish();
+    // The run's id set and the reader's location map are done with: the gates below load the map
+    // again (with this run's packs), and two maps of a large vault need not coexist.
+    drop(known);
+    drop(reader);
+    drop(parent_root);
 
     // A real error from a stage explains an aborted walk better than the walk's own error.
     if let Some(e) = stops.into_iter().flatten().next() {
