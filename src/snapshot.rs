@@ -52,7 +52,7 @@ const JOB_QUEUE: usize = 256;
 /// Raw chunks queued for compression, per compressor thread.
 const COMPRESS_QUEUE_PER_THREAD: usize = 4;
 /// Sealed blobs queued for the pack writer.
-const WRITE_QUEUE: usize = 16;
+const WRITE_QUEUE: usize = 4;
 
 /// What to snapshot and how.
 #[derive(Debug, Clone, Default)]
