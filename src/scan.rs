@@ -24,7 +24,7 @@ use crate::snapshot::{NamedSource, SnapshotOptions};
 /// Entries per message from the scan thread.
 pub const SCAN_BATCH: usize = 256;
 /// Batches queued ahead of the snapshot (16,384 entries, a few MiB).
-pub const SCAN_QUEUE: usize = 64;
+pub const SCAN_QUEUE: usize = 32;
 /// A scan started longer ago than this is walked again when the snapshot begins.
 pub const SCAN_MAX_AGE: Duration = Duration::from_secs(1);
 

@@ -50,7 +50,7 @@ use crate::vault::{BlobReader, Vault};
 /// File jobs queued ahead of the workers.
 const JOB_QUEUE: usize = 256;
 /// Raw chunks queued for compression, per compressor thread.
-const COMPRESS_QUEUE_PER_THREAD: usize = 4;
+const COMPRESS_QUEUE_PER_THREAD: usize = 2;
 /// Sealed blobs queued for the pack writer.
 const WRITE_QUEUE: usize = 4;
 
