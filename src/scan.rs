@@ -23,7 +23,8 @@ use crate::snapshot::{NamedSource, SnapshotOptions};
 
 /// Entries per message from the scan thread.
 pub const SCAN_BATCH: usize = 256;
-/// Batches queued ahead of the snapshot (16,384 entries, a few MiB).
+/// Batches queued ahead of the snapshot (8,192 entries, about 3 MiB): enough to run beside the
+/// key derivation on a tree of tens of thousands of files, little beside the pipeline's buffers.
 pub const SCAN_QUEUE: usize = 32;
 /// A scan started longer ago than this is walked again when the snapshot begins.
 pub const SCAN_MAX_AGE: Duration = Duration::from_secs(1);
