@@ -54,7 +54,7 @@ pub struct Scan {
     started: Instant,
     /// The options it was started for: a snapshot of other options walks again.
     paths: Vec<PathBuf>,
-    sources: Vec<(String, PathBuf)>,
+    sources: Vec<NamedSource>,
     excludes: Vec<String>,
 }
 
@@ -112,11 +112,7 @@ impl Scan {
             batch: Vec::new().into_iter(),
             started: Instant::now(),
             paths: opts.paths.clone(),
-            sources: opts
-                .sources
-                .iter()
-                .map(|s| (s.name.clone(), s.path.clone()))
-                .collect(),
+            sources: opts.sources.clone(),
             excludes: opts.excludes.clone(),
         })
     }
@@ -126,12 +122,7 @@ impl Scan {
         self.started.elapsed() <= SCAN_MAX_AGE
             && self.paths == opts.paths
             && self.excludes == opts.excludes
-            && self.sources.len() == opts.sources.len()
-            && self
-                .sources
-                .iter()
-                .zip(&opts.sources)
-                .all(|((n, p), s)| *n == s.name && *p == s.path)
+            && self.sources == opts.sources
     }
 
     /// The next entry, `None` when the scan thread stopped before finishing.
@@ -377,6 +368,25 @@ mod tests {
         assert!(!scan.serves(&SnapshotOptions {
             excludes: vec!["*.log".into()],
             ..o.clone()
+        }));
+        // Named sources: the same, or one whose own excludes differ.
+        let source = NamedSource {
+            name: "app".into(),
+            path: data.clone(),
+            excludes: vec![],
+        };
+        let named = SnapshotOptions {
+            sources: vec![source.clone()],
+            ..Default::default()
+        };
+        let by_name = Scan::start(&named, tmp.path()).unwrap();
+        assert!(by_name.serves(&named));
+        assert!(!by_name.serves(&SnapshotOptions {
+            sources: vec![NamedSource {
+                excludes: vec!["*.tmp".into()],
+                ..source
+            }],
+            ..Default::default()
         }));
         scan.started -= SCAN_MAX_AGE + Duration::from_millis(1);
         assert!(!scan.serves(&o), "too old");

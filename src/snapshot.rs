@@ -76,7 +76,7 @@ pub struct SnapshotOptions {
 }
 
 /// A tree source of the config file: its root entry is `name`, not the path's last component.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NamedSource {
     pub name: String,
     pub path: PathBuf,
