@@ -410,13 +410,21 @@ impl Index {
     /// Calls `f` with every (pack, blob entry) row, copies of one blob in several packs included
     /// (prune's accounting).
     pub fn for_each_row(&self, mut f: impl FnMut(PackId, PackEntry)) -> Result<()> {
+        let _snapshot = self.read_snapshot()?;
         let (packs, by_seq) = self.pack_numbers()?;
         self.query_rows(&by_seq, |n, entry| f(packs[n as usize], entry))
+    }
+
+    /// One read transaction: the packs and the blob rows are read from the same state of the
+    /// index, whatever a writer commits meanwhile (a pack's `seq` may be reused once it is gone).
+    fn read_snapshot(&self) -> Result<rusqlite::Transaction<'_>> {
+        self.conn.unchecked_transaction().map_err(|e| self.err(e))
     }
 
     /// The location of every indexed blob, for restore and verify. A blob in several packs gets
     /// one of them.
     pub fn locations(&self) -> Result<LocationMap> {
+        let _snapshot = self.read_snapshot()?;
         let (packs, by_seq) = self.pack_numbers()?;
         // Sized once: a map grown by doubling holds both tables at its last growth.
         let count: i64 = self
