@@ -5,7 +5,7 @@
 //! batched one transaction per pack; reads are batched too (the whole id set or the whole location
 //! map in one query), so nothing on the hot path makes a SQLite round trip per chunk.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -388,25 +388,6 @@ impl Index {
         )
     }
 
-    /// The ids of every indexed blob, for deduplication.
-    pub fn blob_ids(&self) -> Result<HashSet<BlobId>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id FROM blobs")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.err(e))?;
-        let mut out = HashSet::new();
-        for row in rows {
-            let id = row.map_err(|e| self.err(e))?;
-            out.insert(
-                BlobId::from_slice(&id).ok_or_else(|| self.corrupt("blob id is not 32 bytes"))?,
-            );
-        }
-        Ok(out)
-    }
-
     /// Calls `f` with every (pack, blob entry) row, copies of one blob in several packs included
     /// (prune's accounting).
     pub fn for_each_row(&self, mut f: impl FnMut(PackId, PackEntry)) -> Result<()> {
@@ -637,7 +618,7 @@ mod tests {
         idx.add_pack(&p, 100, &[e]).unwrap();
         idx.add_pack(&p, 100, &[e]).unwrap();
         assert_eq!(idx.packs().unwrap()[&p], 100);
-        assert!(idx.blob_ids().unwrap().contains(&e.id));
+        assert!(idx.locations().unwrap().contains(&e.id));
         assert_eq!(
             idx.locations().unwrap().get(&e.id).unwrap(),
             Location { pack: p, entry: e }
@@ -651,7 +632,7 @@ mod tests {
         idx.remove_pack(&p).unwrap();
         assert_eq!(idx.locations().unwrap().get(&e.id).unwrap().pack, q);
         idx.remove_pack(&q).unwrap();
-        assert!(idx.blob_ids().unwrap().is_empty());
+        assert!(idx.locations().unwrap().is_empty());
         // Reopening keeps the rows; an index of an older layout starts over.
         idx.add_pack(&p, 100, &[e]).unwrap();
         drop(idx);
