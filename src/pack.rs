@@ -42,6 +42,11 @@ pub const FOOTER_BYTES: u64 = 44;
 /// under 1 MiB).
 const MAX_TRAILER_BYTES: u32 = 64 * 1024 * 1024;
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+/// Blobs a writer puts in one pack before it finishes it, whatever the pack's size: a pack of a
+/// million tiny files' blobs would otherwise hold its entries and its trailer (52 bytes a blob,
+/// copied while it is sealed) in memory at once, about 50 MB for 200,000 blobs. At 65,536 the
+/// trailer is 3.4 MB.
+pub const MAX_BLOBS_PER_PACK: usize = 1 << 16;
 
 /// Where one blob sits in a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -307,6 +312,12 @@ impl PackWriter {
         self.len
     }
 
+    /// True once the pack should be finished: `target` bytes written, or
+    /// [`MAX_BLOBS_PER_PACK`] blobs.
+    pub fn is_full(&self, target: u64) -> bool {
+        self.len >= target || self.entries.len() >= MAX_BLOBS_PER_PACK
+    }
+
     /// True while no blob has been added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -378,6 +389,28 @@ pub fn read_stored(file: &File, file_len: u64, path: &Path, e: &PackEntry) -> Re
 mod tests {
     use super::*;
     use crate::blob;
+
+    #[test]
+    fn a_pack_is_full_at_its_target_size_or_at_the_blob_cap() {
+        let c = Crypto::plain();
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PackWriter::new(dir.path(), &c).unwrap();
+        let tiny = |i: usize| {
+            let b = i.to_le_bytes();
+            blob::seal(&c, c.blob_id(&b), BlobKind::Data, &b, 3).unwrap()
+        };
+        for i in 0..MAX_BLOBS_PER_PACK - 1 {
+            w.add(&tiny(i)).unwrap();
+        }
+        assert!(!w.is_full(u64::MAX), "one blob under the cap");
+        assert!(w.is_full(w.len()), "at its target size");
+        w.add(&tiny(MAX_BLOBS_PER_PACK)).unwrap();
+        assert!(w.is_full(u64::MAX), "at the cap, whatever the size");
+        let fin = w.finish().unwrap();
+        assert_eq!(fin.entries.len(), MAX_BLOBS_PER_PACK);
+        let path = pack_path(dir.path(), &fin.id);
+        assert_eq!(read_trailer(&c, &path).unwrap().len(), MAX_BLOBS_PER_PACK);
+    }
 
     #[test]
     fn write_then_parse_pack() {

@@ -503,7 +503,7 @@ fn repack(
                 raw_len: e.raw_len,
                 bytes: stored.to_vec(),
             })?;
-            if w.len() >= target {
+            if w.is_full(target) {
                 let w = writer.take().expect("invariant: writer is open");
                 written.push(publish(vault, w, &packs_dir, store)?);
             }

@@ -1050,7 +1050,7 @@ fn write_packs(
             None => current.insert(PackWriter::new(packs_dir, crypto).map_err(Some)?),
         };
         w.add(&blob).map_err(Some)?;
-        if w.len() >= target {
+        if w.is_full(target) {
             let done = current
                 .take()
                 .expect("invariant: current pack exists")

@@ -137,3 +137,48 @@ fn restore_lkg_without_a_promotion_is_one_clear_error() {
         .one_line_error(1)
         .stderr_has("last-known-good");
 }
+
+#[test]
+fn a_chunk_two_files_share_is_reported_once_when_the_index_lost_it() {
+    let f = Fixture::with_vault();
+    let data = f.path("data");
+    fs::create_dir_all(&data).unwrap();
+    write_random_file(&data.join("one.bin"), 7, 2 * MIB);
+    fs::copy(data.join("one.bin"), data.join("two.bin")).unwrap();
+    let s = f
+        .cmd()
+        .args(["snapshot", "--json", "--no-promote"])
+        .arg(&data)
+        .run()
+        .success()
+        .json();
+    let s = s["id"].as_str().unwrap().to_string();
+    let chunk = first_chunk(&f.vault(), &s, "data/one.bin");
+    let conn = rusqlite::Connection::open(f.vault().join("index.sqlite")).unwrap();
+    let gone = conn
+        .execute(
+            "DELETE FROM blobs WHERE offset = ?1 AND pack = (SELECT seq FROM packs WHERE id = ?2)",
+            rusqlite::params![chunk.offset as i64, hex::decode(&chunk.pack_hex).unwrap()],
+        )
+        .unwrap();
+    assert_eq!(gone, 1);
+    drop(conn);
+    let run = f.cmd().args(["gate", &s, "--json"]).run().code(5);
+    let gates = run.json()["gates"].as_array().unwrap().clone();
+    let checksums = gates.iter().find(|g| g["gate"] == "checksums").unwrap();
+    assert_eq!(checksums["passed"], false, "{checksums:#}");
+    let reasons: Vec<&str> = checksums["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    // The walk no longer remembers every chunk it checked, only the bad ones: the second file's
+    // reference to the same chunk fails it without a second reason.
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("data/one.bin: blob ")
+            && reasons[0].ends_with("is not in the index"),
+        "{reasons:?}"
+    );
+}
