@@ -19,7 +19,6 @@
 //! renders the template (secrets replaced by placeholders, see [`crate::template`]) and stores
 //! only that. One that cannot be templated is not stored at all and is listed in the manifest.
 
-use std::collections::HashSet;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -36,7 +35,7 @@ use crate::chunk::Chunker;
 use crate::config::Chunking;
 use crate::crypto::Crypto;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{BlobId, IdSet, SnapshotId};
 use crate::index::{Index, LocationMap};
 use crate::manifest::{Manifest, SourcePath, Stats, TemplateReport, MANIFEST_FORMAT};
 use crate::pack::PackWriter;
@@ -95,7 +94,7 @@ pub struct SnapshotOutcome {
 /// run (a set of the new ones only).
 struct Known {
     vault: Arc<LocationMap>,
-    new: Mutex<HashSet<BlobId>>,
+    new: Mutex<IdSet>,
 }
 
 impl Known {
@@ -259,7 +258,7 @@ pub fn snapshot_scanned(
     };
     let known = Arc::new(Known {
         vault: reader.location_map(),
-        new: Mutex::new(HashSet::new()),
+        new: Mutex::new(IdSet::default()),
     });
     let counters = Arc::new(Counters::default());
     let (job_tx, job_rx) = bounded::<FileJob>(JOB_QUEUE);

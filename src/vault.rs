@@ -39,8 +39,9 @@ const KEYS_DIR: &str = "keys";
 const KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
 /// Open pack files kept for reading before the cache is emptied (stays well under fd limits).
 const OPEN_PACKS_MAX: usize = 256;
-/// Bytes of opened tree blobs kept for the vault's readers (emptied when full).
-const TREE_CACHE_BYTES: usize = 32 << 20;
+/// Bytes of opened tree blobs kept for the vault's readers (emptied when full). A fixed part of
+/// the memory bound: a million small files in a thousand directories have 33 MB of trees.
+const TREE_CACHE_BYTES: usize = 16 << 20;
 
 /// Opened tree blobs, shared by every reader of one open vault. Trees are immutable and named by
 /// their content, so an entry never goes stale; the gates walk the same trees several times per
