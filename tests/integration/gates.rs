@@ -8,6 +8,16 @@ use serde_json::Value;
 
 use crate::common::*;
 
+/// `vault snapshot --json --no-promote DATA`'s report.
+fn snapshot_unpromoted(f: &Fixture, data: &std::path::Path) -> Value {
+    f.cmd()
+        .args(["snapshot", "--json", "--no-promote"])
+        .arg(data)
+        .run()
+        .success()
+        .json()
+}
+
 /// A vault with a promoted snapshot A and a second, unpromoted snapshot B of new data.
 fn two_snapshots(f: &Fixture) -> (String, String) {
     let data = f.path("data");
@@ -18,13 +28,7 @@ fn two_snapshots(f: &Fixture) -> (String, String) {
     let a = a["id"].as_str().unwrap().to_string();
     assert_eq!(lkg(f).as_deref(), Some(a.as_str()));
     write_random_file(&data.join("b.bin"), 5, 2 * MIB);
-    let b = f
-        .cmd()
-        .args(["snapshot", "--json", "--no-promote"])
-        .arg(&data)
-        .run()
-        .success()
-        .json();
+    let b = snapshot_unpromoted(f, &data);
     assert_eq!(b["promoted"], Value::Null);
     assert_eq!(
         lkg(f).as_deref(),
@@ -145,14 +149,10 @@ fn a_chunk_two_files_share_is_reported_once_when_the_index_lost_it() {
     fs::create_dir_all(&data).unwrap();
     write_random_file(&data.join("one.bin"), 7, 2 * MIB);
     fs::copy(data.join("one.bin"), data.join("two.bin")).unwrap();
-    let s = f
-        .cmd()
-        .args(["snapshot", "--json", "--no-promote"])
-        .arg(&data)
-        .run()
-        .success()
-        .json();
-    let s = s["id"].as_str().unwrap().to_string();
+    let s = snapshot_unpromoted(&f, &data)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let chunk = first_chunk(&f.vault(), &s, "data/one.bin");
     let conn = rusqlite::Connection::open(f.vault().join("index.sqlite")).unwrap();
     let gone = conn
