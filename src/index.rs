@@ -58,7 +58,7 @@ pub struct LocationMap {
     /// Sorted by id, one entry per id.
     entries: Vec<(BlobId, Slot)>,
     /// `starts[b]..starts[b + 1]` are the entries whose id's leading `bits` bits are `b`.
-    starts: Vec<u32>,
+    starts: Vec<usize>,
     bits: u32,
 }
 
@@ -74,15 +74,32 @@ struct Slot {
 
 impl LocationMap {
     /// Builds the map from entries in any order; of the rows of one id (copies in several
-    /// packs) one is kept.
+    /// packs) the last is kept: rows come in `(id, pack seq)` order, so that is the newest copy,
+    /// prune's repacked one, as the hash map this replaced kept by inserting in that order.
     fn build(packs: Vec<PackId>, mut entries: Vec<(BlobId, Slot)>) -> Self {
-        // Rows come sorted from the index's primary key; sort only when they do not.
+        // Rows come sorted from the index's primary key; sort only when they do not (a stable
+        // sort, so the rows of one id keep their order).
         if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
-            entries.sort_unstable_by_key(|e| e.0);
+            entries.sort_by_key(|e| e.0);
         }
-        entries.dedup_by(|a, b| a.0 == b.0);
-        entries.shrink_to_fit();
-        // About four entries a bucket, at most 2^16 buckets (256 KiB of starts).
+        let mut kept = 0;
+        for i in 0..entries.len() {
+            if entries
+                .get(i + 1)
+                .is_some_and(|next| next.0 == entries[i].0)
+            {
+                continue;
+            }
+            entries[kept] = entries[i];
+            kept += 1;
+        }
+        entries.truncate(kept);
+        // Shrinking copies the array: only worth it when copies or rows of no pack left much
+        // room.
+        if entries.capacity() - entries.len() > entries.len() / 8 {
+            entries.shrink_to_fit();
+        }
+        // About four entries a bucket, at most 2^16 buckets (512 KiB of starts).
         let bits = (usize::BITS - (entries.len() / 4).leading_zeros()).min(16);
         let mut starts = Vec::with_capacity((1 << bits) + 1);
         let mut i = 0;
@@ -90,9 +107,9 @@ impl LocationMap {
             while i < entries.len() && Self::bucket(bits, &entries[i].0) < b {
                 i += 1;
             }
-            starts.push(i as u32);
+            starts.push(i);
         }
-        starts.push(entries.len() as u32);
+        starts.push(entries.len());
         Self {
             packs,
             entries,
@@ -111,7 +128,7 @@ impl LocationMap {
     fn slot(&self, id: &BlobId) -> Option<&Slot> {
         let b = Self::bucket(self.bits, id) as usize;
         let (lo, hi) = (*self.starts.get(b)?, *self.starts.get(b + 1)?);
-        let run = &self.entries[lo as usize..hi as usize];
+        let run = &self.entries[lo..hi];
         run.binary_search_by(|e| e.0.cmp(id))
             .ok()
             .map(|i| &run[i].1)
@@ -596,7 +613,7 @@ mod tests {
     }
 
     #[test]
-    fn the_location_map_finds_every_id_whatever_the_order_and_copies_it_was_built_from() {
+    fn the_location_map_finds_every_id_in_any_order_and_keeps_the_newest_copy() {
         let slot = |pack: u32| Slot {
             offset: u64::from(pack),
             stored_len: 1,
@@ -605,16 +622,34 @@ mod tests {
             kind: BlobKind::Data,
             compression: Compression::None,
         };
-        for n in [0usize, 1, 3, 100, 20_000] {
+        let (p, q) = (PackId([1; 32]), PackId([2; 32]));
+        for (n, sorted) in [
+            (0usize, false),
+            (1, false),
+            (3, false),
+            (100, true),
+            (20_000, false),
+        ]
+        .into_iter()
+        .chain([(20_000, true)])
+        {
             let ids: Vec<BlobId> = (0..n).map(|i| BlobId::of(&i.to_le_bytes())).collect();
-            // Reversed (unsorted), with every tenth id in a second pack too.
-            let mut rows: Vec<(BlobId, Slot)> = ids.iter().map(|id| (*id, slot(0))).collect();
-            rows.extend(ids.iter().step_by(10).map(|id| (*id, slot(1))));
-            rows.reverse();
-            let map = LocationMap::build(vec![PackId([1; 32]), PackId([2; 32])], rows);
+            // In the order of `i`, not of id; every tenth id in a second, later pack too.
+            let mut rows = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                rows.push((*id, slot(0)));
+                if i % 10 == 0 {
+                    rows.push((*id, slot(1)));
+                }
+            }
+            if sorted {
+                rows.sort_by_key(|r| r.0);
+            }
+            let map = LocationMap::build(vec![p, q], rows);
             assert_eq!(map.len(), n);
-            for id in &ids {
-                assert!(map.contains(id), "{id} lost among {n}");
+            for (i, id) in ids.iter().enumerate() {
+                let want = if i % 10 == 0 { q } else { p };
+                assert_eq!(map.get(id).map(|l| l.pack), Some(want), "{id} among {n}");
             }
             for i in n..n + 1000 {
                 assert!(!map.contains(&BlobId::of(&i.to_le_bytes())));

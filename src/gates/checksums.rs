@@ -50,10 +50,12 @@ struct Walk<'a, 'b> {
 }
 
 impl Walk<'_, '_> {
-    /// Checks one blob reference; false when it is not safely stored.
+    /// Checks one blob reference; false when it is newly found not safely stored.
+    /// A blob already found bad is not reported again and does not stop the caller either: a
+    /// file's later chunks are still checked, as when every checked blob was remembered.
     fn blob(&mut self, id: &BlobId, path: &str) -> bool {
         if self.bad.contains(id) {
-            return false;
+            return true;
         }
         if self.read.contains(id) {
             return true;

@@ -143,25 +143,33 @@ fn restore_lkg_without_a_promotion_is_one_clear_error() {
 }
 
 #[test]
-fn a_chunk_two_files_share_is_reported_once_when_the_index_lost_it() {
+fn a_chunk_two_files_share_is_reported_once_and_the_second_file_is_still_checked_past_it() {
     let f = Fixture::with_vault();
     let data = f.path("data");
     fs::create_dir_all(&data).unwrap();
+    // two.bin is one.bin and then 1 MiB more: its first chunks are one.bin's, its last its own.
     write_random_file(&data.join("one.bin"), 7, 2 * MIB);
-    fs::copy(data.join("one.bin"), data.join("two.bin")).unwrap();
+    write_random_file(&f.path("tail.bin"), 8, MIB);
+    let mut two = fs::read(data.join("one.bin")).unwrap();
+    two.extend(fs::read(f.path("tail.bin")).unwrap());
+    fs::write(data.join("two.bin"), two).unwrap();
     let s = snapshot_unpromoted(&f, &data)["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let chunk = first_chunk(&f.vault(), &s, "data/one.bin");
+    let shared = first_chunk(&f.vault(), &s, "data/one.bin");
+    let own = file_chunks(&f.vault(), &s, "data/two.bin").pop().unwrap();
     let conn = rusqlite::Connection::open(f.vault().join("index.sqlite")).unwrap();
-    let gone = conn
-        .execute(
-            "DELETE FROM blobs WHERE offset = ?1 AND pack = (SELECT seq FROM packs WHERE id = ?2)",
-            rusqlite::params![chunk.offset as i64, hex::decode(&chunk.pack_hex).unwrap()],
-        )
-        .unwrap();
-    assert_eq!(gone, 1);
+    for chunk in [&shared, &own] {
+        let gone = conn
+            .execute(
+                "DELETE FROM blobs WHERE offset = ?1 \
+                 AND pack = (SELECT seq FROM packs WHERE id = ?2)",
+                rusqlite::params![chunk.offset as i64, hex::decode(&chunk.pack_hex).unwrap()],
+            )
+            .unwrap();
+        assert_eq!(gone, 1);
+    }
     drop(conn);
     let run = f.cmd().args(["gate", &s, "--json"]).run().code(5);
     let gates = run.json()["gates"].as_array().unwrap().clone();
@@ -173,12 +181,13 @@ fn a_chunk_two_files_share_is_reported_once_when_the_index_lost_it() {
         .iter()
         .map(|r| r.as_str().unwrap())
         .collect();
-    // The walk no longer remembers every chunk it checked, only the bad ones: the second file's
-    // reference to the same chunk fails it without a second reason.
-    assert_eq!(reasons.len(), 1, "{reasons:?}");
-    assert!(
-        reasons[0].starts_with("data/one.bin: blob ")
-            && reasons[0].ends_with("is not in the index"),
-        "{reasons:?}"
-    );
+    // The walk remembers the bad blobs, not every chunk: two.bin's reference to the shared chunk
+    // adds no second reason, and does not stop the check of two.bin's own last chunk.
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    for (r, file) in reasons.iter().zip(["data/one.bin", "data/two.bin"]) {
+        assert!(
+            r.starts_with(&format!("{file}: blob ")) && r.ends_with("is not in the index"),
+            "{reasons:?}"
+        );
+    }
 }
