@@ -2,8 +2,8 @@
 //!
 //! The index is never the source of truth: every row can be rebuilt from pack trailers
 //! (`vault reindex`), and packs are only added to it after they are durable on disk. Writes are
-//! batched one transaction per pack; reads are batched too (the whole id set or the whole location
-//! map in one query), so nothing on the hot path makes a SQLite round trip per chunk.
+//! batched one transaction per pack; reads are batched too (the whole location map in one
+//! query), so nothing on the hot path makes a SQLite round trip per chunk.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -82,18 +82,14 @@ impl LocationMap {
         if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
             entries.sort_by_key(|e| e.0);
         }
-        let mut kept = 0;
-        for i in 0..entries.len() {
-            if entries
-                .get(i + 1)
-                .is_some_and(|next| next.0 == entries[i].0)
-            {
-                continue;
+        // `dedup_by` keeps the first of a run: move each later row into it.
+        entries.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                *kept = *later;
             }
-            entries[kept] = entries[i];
-            kept += 1;
-        }
-        entries.truncate(kept);
+            same
+        });
         // Shrinking copies the array: only worth it when copies or rows of no pack left much
         // room.
         if entries.capacity() - entries.len() > entries.len() / 8 {
