@@ -116,7 +116,7 @@ impl BlobId {
 /// array's length, or [`IdSet::RECENT_MIN`]). A hash set of a million ids takes 69 MB, and 104
 /// while it doubles; this takes 32, and about 13 more for the recent ones at the last fold.
 /// Folding merges from the back, in place, so the array only ever grows by `reserve_exact`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct IdSet {
     sorted: Vec<BlobId>,
     recent: std::collections::HashSet<BlobId>,
@@ -149,6 +149,11 @@ impl IdSet {
         self.len() == 0
     }
 
+    /// Every id, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &BlobId> {
+        self.sorted.iter().chain(self.recent.iter())
+    }
+
     fn fold(&mut self) {
         let mut tail: Vec<BlobId> = self.recent.drain().collect();
         tail.sort_unstable();
@@ -168,6 +173,14 @@ impl IdSet {
                 self.sorted[k] = tail[j - 1];
                 j -= 1;
             }
+        }
+    }
+}
+
+impl Extend<BlobId> for IdSet {
+    fn extend<I: IntoIterator<Item = BlobId>>(&mut self, ids: I) {
+        for id in ids {
+            self.insert(id);
         }
     }
 }

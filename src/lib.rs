@@ -68,6 +68,7 @@ pub mod restore;
 pub mod retention;
 pub mod scan;
 pub mod snapshot;
+pub mod sparse;
 pub mod stored;
 pub mod stream;
 pub mod template;

@@ -33,7 +33,7 @@ use crate::blob;
 use crate::crashpoint;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
-use crate::id::{BlobId, PackId, SnapshotId};
+use crate::id::{BlobId, IdSet, PackId, SnapshotId};
 use crate::keys::SecretSource;
 use crate::lock::LockMode;
 use crate::pack::{self, PackEntry, PackWriter};
@@ -118,7 +118,7 @@ enum Store<'a> {
 struct Plan {
     seen: HashSet<SnapshotId>,
     /// Trees and chunks referenced by the snapshots in `seen`.
-    referenced: HashSet<BlobId>,
+    referenced: IdSet,
     /// The trees among them (walked).
     trees: HashSet<BlobId>,
     /// Pack → (size, bytes of blobs charged to it).
@@ -311,7 +311,7 @@ fn mark(vault: &Vault, threshold: f64, progress: &Progress) -> Result<Plan> {
         }
     }
     let reader = vault.blob_reader()?;
-    let mut referenced = HashSet::new();
+    let mut referenced = IdSet::default();
     let mut trees = HashSet::new();
     for root in roots {
         walk(&reader, root, &mut referenced, &mut trees)?;
@@ -395,7 +395,7 @@ fn mark(vault: &Vault, threshold: f64, progress: &Progress) -> Result<Plan> {
 fn walk(
     reader: &BlobReader,
     root: BlobId,
-    out: &mut HashSet<BlobId>,
+    out: &mut IdSet,
     trees: &mut HashSet<BlobId>,
 ) -> Result<()> {
     let mut stack = vec![root];

@@ -41,6 +41,7 @@ use crate::manifest::{Manifest, SourcePath, Stats, TemplateReport, MANIFEST_FORM
 use crate::pack::PackWriter;
 use crate::progress::Progress;
 use crate::scan::{estimate_total, Root, Scan, Scanned};
+use crate::sparse::SparseReader;
 use crate::stream::{self, StreamSource};
 use crate::template::{self, TemplatePolicy, DEFAULT_TEMPLATE_ONLY_GLOBS, TEMPLATE_MAX_BYTES};
 use crate::tree::{Entry, Node, Tree};
@@ -182,6 +183,33 @@ impl BlobSink {
         }
         Ok(())
     }
+
+    /// Ids, counts and stores one chunk of a file or stream, `zero` when it is all zero bytes
+    /// ([`Chunker::run_marked`]): such a chunk as long as the last one in `zero_id` takes its id
+    /// without hashing, so a sparse file's holes are hashed once. Returns the chunk's id.
+    fn put_chunk(
+        &self,
+        zero_id: &mut Option<(usize, BlobId)>,
+        data: &[u8],
+        zero: bool,
+    ) -> std::result::Result<BlobId, ReadStop> {
+        let id = match *zero_id {
+            Some((len, id)) if zero && len == data.len() => id,
+            _ => {
+                let id = self.crypto.blob_id(data);
+                if zero {
+                    *zero_id = Some((data.len(), id));
+                }
+                id
+            }
+        };
+        self.counters
+            .bytes_read
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.put(id, BlobKind::Data, data)
+            .map_err(|_| ReadStop::Pipeline)?;
+        Ok(id)
+    }
 }
 
 /// Takes a snapshot of `opts.paths` into `vault`.
@@ -298,10 +326,9 @@ pub fn snapshot_scanned(
             .map(|_| {
                 let rx = job_rx.clone();
                 let sink = sink.clone();
-                let counters = counters.clone();
                 let progress = progress.clone();
                 let params = params.clone();
-                s.spawn(move || read_files(rx, sink, params, &counters, &progress))
+                s.spawn(move || read_files(rx, sink, params, &progress))
             })
             .collect();
         drop(job_rx);
@@ -555,16 +582,12 @@ impl Walker<'_> {
                 let mut chunker =
                     Chunker::with_profiles(self.params.clone(), self.sink.crypto.chunker_seed());
                 let sink = self.sink.clone();
-                let run = chunker.run(
+                let mut zero_id = None;
+                let run = chunker.run_marked(
                     &mut opened.reader,
-                    |data: &[u8]| -> std::result::Result<(), ReadStop> {
-                        let id = sink.crypto.blob_id(data);
-                        chunks.push(id);
-                        sink.counters
-                            .bytes_read
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
-                        sink.put(id, BlobKind::Data, data)
-                            .map_err(|_| ReadStop::Pipeline)
+                    |data: &[u8], zero| -> std::result::Result<(), ReadStop> {
+                        chunks.push(sink.put_chunk(&mut zero_id, data, zero)?);
+                        Ok(())
                     },
                 );
                 match run {
@@ -917,12 +940,11 @@ fn read_files(
     jobs: Receiver<FileJob>,
     sink: BlobSink,
     params: Chunking,
-    counters: &Counters,
     progress: &Progress,
 ) -> std::result::Result<(), Stop> {
     let mut chunker = Chunker::with_profiles(params, sink.crypto.chunker_seed());
     for job in jobs {
-        let result = read_one(&job.path, &mut chunker, &sink, counters, progress);
+        let result = read_one(&job.path, &mut chunker, &sink, progress);
         let aborted = matches!(result, FileResult::Aborted);
         let _ = job.reply.send(result);
         if aborted {
@@ -947,7 +969,6 @@ fn read_one(
     path: &Path,
     chunker: &mut Chunker,
     sink: &BlobSink,
-    counters: &Counters,
     progress: &Progress,
 ) -> FileResult {
     let file = match std::fs::OpenOptions::new()
@@ -967,15 +988,11 @@ fn read_one(
     };
     let expected_chunks = before.len() / u64::from(chunker.params().avg_size) + 1;
     let mut chunks = Vec::with_capacity(expected_chunks.min(1 << 16) as usize);
-    let run = chunker.run(&file, |data: &[u8]| -> std::result::Result<(), ReadStop> {
-        let id = sink.crypto.blob_id(data);
-        chunks.push(id);
-        counters
-            .bytes_read
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+    let mut zero_id = None;
+    let run = chunker.run_marked(SparseReader::new(&file, &before), |data: &[u8], zero| {
+        chunks.push(sink.put_chunk(&mut zero_id, data, zero)?);
         progress.inc(data.len() as u64);
-        sink.put(id, BlobKind::Data, data)
-            .map_err(|_| ReadStop::Pipeline)
+        Ok::<(), ReadStop>(())
     });
     let size = match run {
         Ok(n) => n,

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::blob::{self, BlobKind};
 use crate::error::{Error, Result};
-use crate::id::{BlobId, PackId, SnapshotId};
+use crate::id::{BlobId, IdSet, PackId, SnapshotId};
 use crate::manifest::Manifest;
 use crate::pack::{self, PackEntry};
 use crate::progress::Progress;
@@ -519,7 +519,7 @@ fn trace<'a>(
         reader,
         bad_blobs,
         clean_trees: HashSet::new(),
-        seen_blobs: HashSet::new(),
+        seen_blobs: IdSet::default(),
         trees: 0,
         hits: BTreeMap::new(),
         problems: Vec::new(),
@@ -535,7 +535,7 @@ struct Tracer<'a> {
     bad_blobs: &'a HashMap<BlobId, PackId>,
     /// Trees known to reference nothing damaged: not walked again.
     clean_trees: HashSet<BlobId>,
-    seen_blobs: HashSet<BlobId>,
+    seen_blobs: IdSet,
     trees: usize,
     /// Per damaged pack: (snapshot, path) pairs it breaks.
     hits: BTreeMap<PackId, Vec<(String, String)>>,

@@ -145,3 +145,47 @@ fn insert_at_start_of_big_file_stores_only_nearby_chunks() {
     f.restore("latest", &target);
     assert_eq!(fs::read(target.join("data/db.bin")).unwrap(), shifted);
 }
+
+#[test]
+fn a_sparse_file_and_a_dense_copy_of_it_share_every_chunk() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let f = Fixture::with_vault();
+    let data = f.path("data");
+    fs::create_dir_all(&data).unwrap();
+    // Holes of megabytes between data, one at the end; the data regions at odd offsets and
+    // lengths, so the holes' edges fall inside chunks.
+    let sparse = fs::File::create(data.join("sparse.img")).unwrap();
+    sparse.set_len(48 * MIB as u64).unwrap();
+    sparse.write_all_at(&random_bytes(1, MIB + 3), 0).unwrap();
+    sparse
+        .write_all_at(&random_bytes(2, 3 * MIB + 7), 20 * MIB as u64 + 4097)
+        .unwrap();
+    sparse.sync_all().unwrap();
+    let meta = sparse.metadata().unwrap();
+    assert!(
+        meta.blocks() * 512 < meta.len(),
+        "the test file system kept no holes"
+    );
+    drop(sparse);
+    let bytes = fs::read(data.join("sparse.img")).unwrap();
+    fs::write(data.join("dense.img"), &bytes).unwrap();
+    let s = f.snapshot(&data);
+    assert_eq!(num(&s, "bytes_read"), 2 * bytes.len() as u64, "{s:#}");
+
+    let spots = |name: &str| -> Vec<(String, u64)> {
+        file_chunks(&f.vault(), "latest", &format!("data/{name}"))
+            .into_iter()
+            .map(|c| (c.pack_hex, c.offset))
+            .collect()
+    };
+    let (sparse_chunks, dense_chunks) = (spots("sparse.img"), spots("dense.img"));
+    assert!(sparse_chunks.len() > 3);
+    assert_eq!(
+        sparse_chunks, dense_chunks,
+        "the holes were cut or hashed differently"
+    );
+
+    let target = f.path("out");
+    f.restore("latest", &target);
+    assert_same_tree(&data, &target.join("data"), &[]);
+}
