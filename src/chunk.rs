@@ -218,8 +218,10 @@ impl Chunker {
                     line_cut(&data[at..], &p, self.seed)
                 };
                 let end = at + n;
-                if end == filled && !eof {
-                    break; // cut only because the buffer ended: carry it over
+                if end == filled && !eof && n < max {
+                    // Cut only because the buffer ended: carry it over. (With `max_size` bytes
+                    // in view either algorithm's cut is final: it looks at no more than that.)
+                    break;
                 }
                 on_chunk(&data[at..end], zero || all_zero(&data[at..end]))?;
                 at = end;

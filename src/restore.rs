@@ -1,8 +1,8 @@
 //! Restoring a snapshot into a target directory.
 //!
 //! Restore walks the snapshot's trees from the root, creates directories itself, and hands files
-//! to worker threads that read each chunk from its pack, decompress it, check its blake3 id and
-//! write it. Nothing is written outside the target: every name is checked ([`check_name`]) and
+//! to worker threads (a directory's small files in batches, big files one by one) that read each
+//! chunk from its pack, decompress it, check its blake3 id and write it. Nothing is written outside the target: every name is checked ([`check_name`]) and
 //! duplicates are refused before anything is created, the walk only descends into directories it
 //! has just created or found to be real directories, and files are opened with `O_NOFOLLOW`. A
 //! file that cannot be restored (a corrupt chunk, say) is reported and removed, and the others
@@ -56,6 +56,23 @@ struct FileJob {
     entry: Entry,
 }
 
+/// Files larger than this are handed to the workers one by one; smaller ones go in batches of
+/// one directory's files (see [`FileBatch`]).
+const BATCH_FILE_BYTES_MAX: u64 = 1 << 20;
+/// A batch is sent once it holds this many bytes or files.
+const BATCH_BYTES: u64 = 8 << 20;
+const BATCH_FILES: usize = 4096;
+
+/// Files of one directory that one worker restores in turn. Two workers creating files in the
+/// same directory at once take turns on its inode lock (and spin on it): `perf` put 17% of a
+/// restore's CPU in `rwsem_spin_on_owner`. Batched, the workers mostly fill different
+/// directories.
+#[derive(Default)]
+struct FileBatch {
+    jobs: Vec<FileJob>,
+    bytes: u64,
+}
+
 /// Restores `manifest`'s tree into `opts.target`.
 pub fn restore(
     reader: &BlobReader,
@@ -89,7 +106,7 @@ pub fn restore(
     let bytes = AtomicU64::new(0);
     let errors = Mutex::new(Vec::new());
     let gone: Mutex<Option<Error>> = Mutex::new(None);
-    let (tx, rx) = bounded::<FileJob>(256);
+    let (tx, rx) = bounded::<Vec<FileJob>>(4 * threads);
     let mut walk = RestoreWalk {
         reader,
         includes: &includes,
@@ -105,7 +122,7 @@ pub fn restore(
             let rx = rx.clone();
             let (bytes, errors, gone) = (&bytes, &errors, &gone);
             s.spawn(move || {
-                for job in rx {
+                for job in rx.iter().flatten() {
                     // Drain what the walk queued before it saw the remote go.
                     if gone.lock().expect("invariant: remote error lock").is_some() {
                         continue;
@@ -224,7 +241,7 @@ struct RestoreWalk<'a> {
     overwrite: bool,
     /// The remote's last error, once it has gone (see [`remote_gone`]): the walk stops.
     gone: &'a Mutex<Option<Error>>,
-    tx: crossbeam_channel::Sender<FileJob>,
+    tx: crossbeam_channel::Sender<Vec<FileJob>>,
     report: RestoreReport,
     dirs: Vec<(PathBuf, Entry)>,
     matched: Vec<bool>,
@@ -265,6 +282,7 @@ impl RestoreWalk<'_> {
                 });
             }
         }
+        let mut batch = FileBatch::default();
         for e in &tree.entries {
             if self
                 .gone
@@ -306,8 +324,14 @@ impl RestoreWalk<'_> {
                         shown: shown_e,
                         entry: e.clone(),
                     };
-                    if self.tx.send(job).is_err() {
-                        return Err(Error::Invalid("restore workers stopped".into()));
+                    if e.size > BATCH_FILE_BYTES_MAX {
+                        self.send(vec![job])?;
+                        continue;
+                    }
+                    batch.bytes += e.size;
+                    batch.jobs.push(job);
+                    if batch.bytes >= BATCH_BYTES || batch.jobs.len() >= BATCH_FILES {
+                        self.send(std::mem::take(&mut batch).jobs)?;
                     }
                 }
                 Node::Symlink { target } => {
@@ -321,7 +345,16 @@ impl RestoreWalk<'_> {
                 }
             }
         }
+        if !batch.jobs.is_empty() {
+            self.send(batch.jobs)?;
+        }
         Ok(())
+    }
+
+    fn send(&self, jobs: Vec<FileJob>) -> Result<()> {
+        self.tx
+            .send(jobs)
+            .map_err(|_| Error::Invalid("restore workers stopped".into()))
     }
 
     /// Creates a directory, or accepts an existing real one; never a symlink to one.
