@@ -61,7 +61,7 @@ struct FileJob {
 const BATCH_FILE_BYTES_MAX: u64 = 1 << 20;
 /// A batch is sent once it holds this many bytes or files.
 const BATCH_BYTES: u64 = 8 << 20;
-const BATCH_FILES: usize = 4096;
+const BATCH_FILES: usize = 1024;
 
 /// Files of one directory that one worker restores in turn. Two workers creating files in the
 /// same directory at once take turns on its inode lock (and spin on it): `perf` put 17% of a
@@ -106,7 +106,7 @@ pub fn restore(
     let bytes = AtomicU64::new(0);
     let errors = Mutex::new(Vec::new());
     let gone: Mutex<Option<Error>> = Mutex::new(None);
-    let (tx, rx) = bounded::<Vec<FileJob>>(4 * threads);
+    let (tx, rx) = bounded::<Vec<FileJob>>(2 * threads);
     let mut walk = RestoreWalk {
         reader,
         includes: &includes,

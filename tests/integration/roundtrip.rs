@@ -512,7 +512,7 @@ fn vault_dir_env_var_selects_the_vault() {
 
 #[test]
 fn a_directory_of_thousands_of_files_big_and_small_round_trips() {
-    // Restore hands a directory's small files to one worker in batches (of at most 4,096 files
+    // Restore hands a directory's small files to one worker in batches (of at most 1,024 files
     // or 8 MiB) and big files one by one: every kind of hand-off must land every file, with the
     // metadata, including a directory's files on both sides of a subdirectory.
     let f = Fixture::with_vault();
