@@ -2,13 +2,14 @@
 //!
 //! Restore walks the snapshot's trees from the root, creates directories itself, and hands files
 //! to worker threads (a directory's small files in batches, big files one by one) that read each
-//! chunk from its pack, decompress it, check its blake3 id and write it. Nothing is written outside the target: every name is checked ([`check_name`]) and
-//! duplicates are refused before anything is created, the walk only descends into directories it
-//! has just created or found to be real directories, and files are opened with `O_NOFOLLOW`. A
-//! file that cannot be restored (a corrupt chunk, say) is reported and removed, and the others
-//! are still restored. A remote that stops answering (its retries spent) ends the restore at once
-//! with that one error: every later read would fail the same way, each file after its own round
-//! of retries. Directory modes and times are applied last, deepest first.
+//! chunk from its pack, decompress it, check its blake3 id and write it. Nothing is written
+//! outside the target: every name is checked ([`check_name`]) and duplicates are refused before
+//! anything is created, the walk only descends into directories it has just created or found to
+//! be real directories, and files are opened with `O_NOFOLLOW`. A file that cannot be restored
+//! (a corrupt chunk, say) is reported and removed, and the others are still restored. A remote
+//! that stops answering (its retries spent) ends the restore at once with that one error: every
+//! later read would fail the same way, each file after its own round of retries. Directory modes
+//! and times are applied last, deepest first.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
