@@ -10,7 +10,16 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 
+/// Files with fewer unallocated bytes than this are read plainly: a few holes are not worth the
+/// `lseek` calls, and on a compressing file system (ZFS, btrfs) every compressible file has fewer
+/// blocks than bytes.
+const SPARSE_MIN_UNALLOCATED_BYTES: u64 = 1 << 20;
+
 /// A front-to-back reader of a regular file that fills holes with zeros instead of reading them.
+///
+/// This trusts the file system's answer to where the data is, as `cp`, `tar --sparse` and
+/// `rsync --sparse` do: a file system that wrongly reports data as a hole (OpenZFS had such bugs,
+/// fixed in 2.2.2) would have zeros stored for it.
 pub struct SparseReader<'a> {
     file: &'a File,
     pos: u64,
@@ -22,10 +31,11 @@ pub struct SparseReader<'a> {
 }
 
 impl<'a> SparseReader<'a> {
-    /// A reader of `file` from its start. A file with as many bytes allocated as its size has no
-    /// holes and is read with plain reads, without asking the file system where its data is.
+    /// A reader of `file` from its start. A file with (nearly) as many bytes allocated as its
+    /// size is read with plain reads, without asking the file system where its data is.
     pub fn new(file: &'a File, meta: &std::fs::Metadata) -> Self {
-        let sparse = meta.blocks().saturating_mul(512) < meta.len();
+        let unallocated = meta.len().saturating_sub(meta.blocks().saturating_mul(512));
+        let sparse = unallocated >= SPARSE_MIN_UNALLOCATED_BYTES;
         SparseReader {
             file,
             pos: 0,
@@ -53,7 +63,9 @@ impl<'a> SparseReader<'a> {
                 self.data_start = start;
                 // A file system that cannot tell reports the end of the file as the only hole.
                 self.data_end = seek(start, libc::SEEK_HOLE).unwrap_or(u64::MAX);
-                if self.data_end >= self.size {
+                // Past the size, or an empty extent (a hole punched between the two calls):
+                // read plainly from here, so that a read never returns 0 before the end.
+                if self.data_end >= self.size || self.data_end <= start {
                     self.data_end = u64::MAX;
                 }
             }
