@@ -126,15 +126,7 @@ impl Chunker {
         let n = if p.algorithm == LINES {
             line_cut(&zeros, p, self.seed)
         } else {
-            let cdc = FastCDC::with_level_and_seed(
-                &zeros,
-                p.min_size,
-                p.avg_size,
-                p.max_size,
-                Normalization::Level1,
-                self.seed,
-            );
-            cdc.cut(0, zeros.len()).1
+            fastcdc(&zeros, p, self.seed).cut(0, zeros.len()).1
         };
         self.zero_cut[slot] = Some(n);
         n
@@ -198,14 +190,7 @@ impl Chunker {
             let data = &self.buf[..filled];
             let cdc = (p.algorithm != LINES).then(|| {
                 debug_assert_eq!(p.algorithm, FASTCDC);
-                FastCDC::with_level_and_seed(
-                    data,
-                    p.min_size,
-                    p.avg_size,
-                    p.max_size,
-                    Normalization::Level1,
-                    self.seed,
-                )
+                fastcdc(data, &p, self.seed)
             });
             let mut at = 0usize;
             while at < filled {
@@ -235,6 +220,18 @@ impl Chunker {
             filled -= consumed;
         }
     }
+}
+
+/// FastCDC (2020, normalisation level 1) over `data` with `p`'s sizes and gear seed `seed`.
+fn fastcdc<'d>(data: &'d [u8], p: &ChunkerParams, seed: u64) -> FastCDC<'d> {
+    FastCDC::with_level_and_seed(
+        data,
+        p.min_size,
+        p.avg_size,
+        p.max_size,
+        Normalization::Level1,
+        seed,
+    )
 }
 
 /// Whether `data` is all zero bytes (ORs 64-byte blocks, which the compiler vectorises).
