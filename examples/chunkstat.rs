@@ -30,6 +30,7 @@ fn main() {
         min_size: num(2),
         avg_size: num(3),
         max_size: num(4),
+        whole_max_size: 0,
     };
     let seeds: Vec<u64> = if a.len() > 5 {
         a[5..].iter().map(|s| s.parse().expect("seed")).collect()

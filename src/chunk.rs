@@ -17,6 +17,8 @@
 //!   whose rows end in long runs of padding (pgbench's `filler`): there its hash is the same at
 //!   every row, cut points are rare and a fifth of the chunks end at the maximum size, which cuts
 //!   at a position rather than at content and spreads one change over the chunks that follow.
+//!   A text stream of at most `whole_max_size` bytes (128 KiB by default) is one chunk: a source
+//!   file compresses better whole than in 32 KiB pieces, and costs one blob instead of several.
 //! - *SQLite databases* (the `SQLite format 3` header) keep the base FastCDC parameters, small
 //!   enough that a few changed pages change a few chunks;
 //! - *other binary data*: FastCDC with larger chunks, which compress better and cost less
@@ -76,7 +78,7 @@ impl Chunker {
         ]
         .into_iter()
         .flatten()
-        .map(|p| p.max_size as usize)
+        .map(|p| p.max_size.max(p.whole_max_size) as usize)
         .max()
         .unwrap_or(0);
         Chunker {
@@ -185,6 +187,12 @@ impl Chunker {
                 return Ok(total);
             }
             let p = self.params_of(self.kind).clone();
+            if eof && total == 0 && filled <= p.whole_max_size as usize {
+                // The whole stream is in view and short enough to be one chunk.
+                let data = &self.buf[..filled];
+                on_chunk(data, all_zero(data))?;
+                return Ok(filled as u64);
+            }
             let zero_len = self.zero_cut(self.kind);
             let max = p.max_size as usize;
             let data = &self.buf[..filled];
@@ -289,6 +297,7 @@ mod tests {
             min_size: 64,
             avg_size: 256,
             max_size: 1024,
+            whole_max_size: 0,
         }
     }
 
@@ -335,6 +344,7 @@ mod tests {
             min_size: 256,
             avg_size: 2048,
             max_size: 8192,
+            whole_max_size: 0,
         }
     }
 
@@ -349,8 +359,22 @@ mod tests {
     }
 
     fn cut_all(c: &mut Chunker, data: &[u8]) -> Vec<Vec<u8>> {
+        cut_all_by(c, data, data.len().max(1))
+    }
+
+    /// [`cut_all`] through a reader that returns at most `step` bytes a call.
+    fn cut_all_by(c: &mut Chunker, data: &[u8], step: usize) -> Vec<Vec<u8>> {
+        struct Trickle<'a>(&'a [u8], usize);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = buf.len().min(self.1).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
         let mut out = Vec::new();
-        c.run::<_, io::Error>(data, |ch| {
+        c.run::<_, io::Error>(Trickle(data, step), |ch| {
             out.push(ch.to_vec());
             Ok(())
         })
@@ -376,6 +400,44 @@ mod tests {
         let mut plain = Chunker::new(ChunkerParams::default(), 9);
         cut_all(&mut plain, b"CREATE TABLE t (a int);\n");
         assert_eq!(plain.kind(), Kind::Base);
+    }
+
+    #[test]
+    fn a_text_stream_up_to_whole_max_size_is_one_chunk_and_a_longer_one_is_cut() {
+        let chunking = Chunking::default();
+        let text = chunking.text.clone().unwrap();
+        let whole = text.whole_max_size as usize;
+        assert!(whole >= 2 * text.min_size as usize);
+        let rows = dump(0..100_000, None);
+        let cut_at = rows[..whole].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+        let mut c = Chunker::with_profiles(chunking, 9);
+        // Exactly at the limit, and under it, one chunk; read a little at a time or at once.
+        for len in [whole, cut_at, 100] {
+            let data = &rows[..len];
+            for step in [4096, len] {
+                let chunks = cut_all_by(&mut c, data, step);
+                assert_eq!(
+                    chunks,
+                    vec![data.to_vec()],
+                    "{len} bytes read {step} at a time"
+                );
+                assert_eq!(c.kind(), Kind::Text);
+            }
+        }
+        // One byte more and the line chunker cuts it, within its sizes.
+        let data = &rows[..whole + 1];
+        let chunks = cut_all_by(&mut c, data, 4096);
+        assert!(chunks.len() > 1, "{} chunks", chunks.len());
+        assert_eq!(chunks.concat(), data);
+        assert!(chunks.iter().all(|ch| ch.len() <= text.max_size as usize));
+        // Binary data has no such limit by default: FastCDC cuts it as before.
+        let noise: Vec<u8> = [0]
+            .into_iter()
+            .chain((0..whole as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8))
+            .collect();
+        let chunks = cut_all_by(&mut c, &noise, 4096);
+        assert_eq!(c.kind(), Kind::Binary);
+        assert_eq!(chunks.concat(), noise);
     }
 
     #[test]

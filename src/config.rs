@@ -31,6 +31,14 @@ pub struct ChunkerParams {
     pub min_size: u32,
     pub avg_size: u32,
     pub max_size: u32,
+    /// A stream of at most this many bytes is one chunk, whatever the algorithm would cut (0 or
+    /// absent: off). The text profile's default: see README.md's "Chunk size".
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub whole_max_size: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Default chunker parameters; README.md's "Chunk size" section gives the measurements behind them.
@@ -47,6 +55,8 @@ pub const LINES: &str = "lines-2026";
 pub const DEFAULT_TEXT_MIN_BYTES: u32 = 16 * KIB;
 pub const DEFAULT_TEXT_AVG_BYTES: u32 = 32 * KIB;
 pub const DEFAULT_TEXT_MAX_BYTES: u32 = 128 * KIB;
+/// A text stream of at most this size is one chunk (`whole_max_size` of `chunker_text`).
+pub const DEFAULT_TEXT_WHOLE_MAX_BYTES: u32 = 128 * KIB;
 
 /// Defaults of the binary profile (`chunker_binary`).
 pub const DEFAULT_BINARY_MIN_BYTES: u32 = 256 * KIB;
@@ -204,6 +214,7 @@ impl Default for ChunkerParams {
             min_size: DEFAULT_CHUNK_MIN_BYTES,
             avg_size: DEFAULT_CHUNK_AVG_BYTES,
             max_size: DEFAULT_CHUNK_MAX_BYTES,
+            whole_max_size: 0,
         }
     }
 }
@@ -228,6 +239,12 @@ impl ChunkerParams {
             }
             other => return Err(format!("unknown chunker {other:?}")),
         };
+        if self.whole_max_size > MAX_CHUNK_BYTES {
+            return Err(format!(
+                "whole_max_size={} is larger than the largest chunk, {MAX_CHUNK_BYTES}",
+                self.whole_max_size
+            ));
+        }
         if ok {
             Ok(())
         } else {
@@ -247,6 +264,7 @@ impl ChunkerParams {
             min_size: DEFAULT_TEXT_MIN_BYTES,
             avg_size: DEFAULT_TEXT_AVG_BYTES,
             max_size: DEFAULT_TEXT_MAX_BYTES,
+            whole_max_size: DEFAULT_TEXT_WHOLE_MAX_BYTES,
         }
     }
 
@@ -257,6 +275,7 @@ impl ChunkerParams {
             min_size: DEFAULT_BINARY_MIN_BYTES,
             avg_size: DEFAULT_BINARY_AVG_BYTES,
             max_size: DEFAULT_BINARY_MAX_BYTES,
+            whole_max_size: 0,
         }
     }
 }
@@ -432,5 +451,29 @@ mod tests {
         assert!(VaultConfig::parse(&v2.to_bytes())
             .unwrap_err()
             .contains("version 99"));
+    }
+
+    #[test]
+    fn whole_max_size_is_on_for_new_text_profiles_absent_elsewhere_and_bounded() {
+        let cfg = VaultConfig::new(Chunking::default(), true).unwrap();
+        let text = cfg.chunker_text.clone().unwrap();
+        assert_eq!(text.whole_max_size, DEFAULT_TEXT_WHOLE_MAX_BYTES);
+        let json = String::from_utf8(cfg.to_bytes()).unwrap();
+        // Written for the text profile only: a zero is left out, so older configs keep their bytes.
+        assert_eq!(json.matches("whole_max_size").count(), 1, "{json}");
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        old["chunker_text"]
+            .as_object_mut()
+            .unwrap()
+            .remove("whole_max_size")
+            .unwrap();
+        let old = serde_json::to_vec(&old).unwrap();
+        let parsed = VaultConfig::parse(&old).unwrap();
+        assert_eq!(parsed.chunker_text.unwrap().whole_max_size, 0);
+        let mut big = cfg;
+        big.chunker_text.as_mut().unwrap().whole_max_size = MAX_CHUNK_BYTES + 1;
+        assert!(VaultConfig::parse(&big.to_bytes())
+            .unwrap_err()
+            .contains("whole_max_size"));
     }
 }
