@@ -7,8 +7,8 @@
 //! anything is created, the walk only descends into directories it has just created or found to
 //! be real directories, and files are opened with `O_NOFOLLOW`. A file that cannot be restored
 //! (a corrupt chunk, say) is reported and removed, and the others are still restored. A remote
-//! that stops answering (its retries spent) ends the restore at once with that one error: every
-//! later read would fail the same way, each file after its own round of retries. Directory modes
+//! that stops answering (its retries spent) or refuses access ends the restore at once with that
+//! one error: every later read would fail the same way, each file after its own round of retries. Directory modes
 //! and times are applied last, deepest first.
 
 use std::fs::{self, OpenOptions};
@@ -178,10 +178,12 @@ pub fn restore(
 }
 
 /// True for an error after which no read from the remote is likely to succeed: it stopped
-/// answering and the backend's retries are spent. A missing, short or unreadable pack is damage
-/// instead, reported against the files it breaks.
+/// answering and the backend's retries are spent, or it refused us (credentials expired or
+/// revoked, a policy changed), which no retry and no other pack will change. A missing, short or
+/// unreadable pack is damage instead, reported against the files it breaks.
 fn remote_gone(e: &Error) -> bool {
-    matches!(e, Error::Backend(b) if b.kind == BackendErrorKind::Transient)
+    matches!(e, Error::Backend(b)
+        if matches!(b.kind, BackendErrorKind::Transient | BackendErrorKind::Denied))
 }
 
 /// Chunk ids gathered before they are prefetched in one go (~32 MiB of chunk ids at most).

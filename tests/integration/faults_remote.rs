@@ -227,6 +227,82 @@ fn s3_server_killed_mid_restore_fails_it_in_one_line_and_the_rerun_restores_ever
 }
 
 #[test]
+fn s3_keys_revoked_mid_restore_end_it_in_one_line_not_one_error_per_file() {
+    let f = Fixture::with_vault();
+    let Some(mut s3) = S3Server::start(&f, "revoked-restore") else {
+        return;
+    };
+    if !s3.is_local() {
+        eprintln!("note: revoking keys needs the s3s-fs this suite starts; not run");
+        return;
+    }
+    // Many files, so that a restore that went on file by file would report many errors.
+    let data = big_tree(&f, 400);
+    fs::create_dir_all(data.join("many")).unwrap();
+    for i in 0..300 {
+        write_random_file(
+            &data.join(format!("many/f{i:03}.bin")),
+            9_000 + i,
+            64 * 1024,
+        );
+    }
+    f.snapshot(&data);
+    let cfg = remote_s3::config(&f, &s3, false);
+    remote_s3::cmd(&f, &s3, &cfg).arg("push").run().success();
+    fs::remove_dir_all(f.vault()).unwrap();
+    fs::remove_file(&cfg).unwrap();
+
+    let target = f.path("restored");
+    let cache = f.path("cache");
+    let mut child = restore_from_s3(&f, &s3, &target, &cache).spawn_capturing();
+    wait_for(&mut child, "8 MiB of blobs in the restore's cache", || {
+        cached_blob_bytes(&cache) > KILL_AFTER_CACHED_BYTES
+    });
+    let (access_key, secret_key) = s3.restart_revoking_keys();
+    let out = child.wait_with_output().unwrap();
+    let line = one_line_failure(
+        &out,
+        13,
+        "a refused remote ends the restore with the remote's exit code (exit 0: it finished \
+         first, the data is too small; exit 1 with many lines: it went on file by file)",
+    );
+    assert!(
+        line.starts_with(&format!(
+            "vault: remote s3://{}/{}: read ",
+            s3.bucket, s3.prefix
+        )),
+        "the line names the remote and what it was reading: {line}"
+    );
+    assert!(
+        !line.contains("after 2 attempts"),
+        "a refusal is not retried: {line}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("restored snapshot"), "{stdout}");
+    for secret in [&access_key, &secret_key] {
+        assert!(!line.contains(secret.as_str()) && !stdout.contains(secret.as_str()));
+    }
+    // What did get restored is whole.
+    let source = hashes_below(&data);
+    for (rel, hash) in hashes_below(&target.join("data")) {
+        assert_eq!(
+            source.get(&rel),
+            Some(&hash),
+            "{} is partial",
+            rel.display()
+        );
+    }
+    // The keys are valid again: the same command, into an empty target, restores every byte.
+    s3.restart();
+    fs::remove_dir_all(&target).unwrap();
+    restore_from_s3(&f, &s3, &target, &cache)
+        .run()
+        .success()
+        .stdout_has("restored snapshot");
+    assert_eq!(hashes_below(&target.join("data")), source);
+}
+
+#[test]
 fn ntfs_drive_unmounted_mid_push_fails_it_in_one_line_and_the_push_resumes_after_remount() {
     let f = Fixture::with_vault();
     let Some(ntfs) = NtfsMount::new(

@@ -159,6 +159,23 @@ impl S3Server {
         self.spawn();
     }
 
+    /// Starts it again on the same port and data with other credentials, as when the keys a
+    /// client holds are revoked: every request signed with the old ones is refused (403). The
+    /// old keys stay in `self`, so that [`S3Server::creds`] still hands them out and a later
+    /// [`S3Server::restart`] brings them back; they are also returned.
+    pub fn restart_revoking_keys(&mut self) -> (String, String) {
+        assert!(self.data.is_some(), "only s3s-fs can be restarted");
+        self.kill();
+        let old = (self.access_key.clone(), self.secret_key.clone());
+        self.access_key = format!("AKIA{}", "R".repeat(16));
+        self.secret_key = "revoked-and-replaced-secret-key-0123456789".into();
+        self.spawn();
+        // A later restart() brings the old keys back.
+        self.access_key = old.0.clone();
+        self.secret_key = old.1.clone();
+        old
+    }
+
     /// True for the s3s-fs this test started (which can be killed and logs its operations).
     pub fn is_local(&self) -> bool {
         self.data.is_some()
