@@ -1,12 +1,14 @@
 //! Blobs: the one place where plaintext becomes stored bytes and back.
 //!
-//! Sealing compresses with zstd (or keeps the bytes raw when compression does not shrink them),
+//! Sealing compresses with zstd (or keeps the bytes raw when compression does not shrink them, or
+//! when samples of a large data blob show that it would not: [`looks_incompressible`]),
 //! decompresses the result again and re-hashes it before it may go into a pack (a flipped RAM bit
 //! or a codec bug cannot put a blob into the vault that does not read back to its id), and then,
 //! in an encrypted vault, seals it with the AEAD bound to the blob's id ([`crate::crypto`]).
 //! Opening authenticates and decrypts, caps the output size before allocating, and checks the
 //! (keyed) blake3 id of what it produced.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use crate::crypto::{Crypto, Domain};
@@ -66,8 +68,18 @@ pub struct SealedBlob {
     pub bytes: Vec<u8>,
 }
 
+/// Data blobs at least this large are sampled before zstd runs on them whole.
+const SAMPLED_MIN_BYTES: usize = 128 * 1024;
+/// Samples taken, evenly spread, and the size of each.
+const SAMPLES: usize = 8;
+const SAMPLE_BYTES: usize = 4096;
+/// Samples that zstd level 1 cannot bring under this share (percent) of their size mark the blob
+/// as incompressible: it is stored raw without a whole-blob attempt.
+const SAMPLE_KEEP_PERCENT: usize = 97;
+
 thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static SAMPLER: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
@@ -82,6 +94,35 @@ fn compress(raw: &[u8], level: i32) -> Result<Vec<u8>> {
         let (_, comp) = c.as_mut().expect("invariant: compressor just set");
         comp.compress(raw)
             .map_err(|e| Error::Invalid(format!("zstd compression failed: {e}")))
+    })
+}
+
+/// Whether `raw` looks incompressible (already compressed, encrypted or random: media, archives,
+/// a filestore's attachments) from samples spread over it: zstd on a whole 1 MiB chunk of such
+/// data costs several times what the samples do, only to be thrown away.
+fn looks_incompressible(raw: &[u8]) -> Result<bool> {
+    if raw.len() < SAMPLED_MIN_BYTES {
+        return Ok(false);
+    }
+    let step = raw.len() / SAMPLES;
+    let mut sample = Vec::with_capacity(SAMPLES * SAMPLE_BYTES);
+    for i in 0..SAMPLES {
+        sample.extend_from_slice(&raw[i * step..i * step + SAMPLE_BYTES]);
+    }
+    SAMPLER.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(
+                zstd::bulk::Compressor::new(1)
+                    .map_err(|e| Error::Invalid(format!("zstd level 1: {e}")))?,
+            );
+        }
+        let packed = c
+            .as_mut()
+            .expect("invariant: sampler just set")
+            .compress(&sample)
+            .map_err(|e| Error::Invalid(format!("zstd compression failed: {e}")))?;
+        Ok(packed.len() * 100 >= sample.len() * SAMPLE_KEEP_PERCENT)
     })
 }
 
@@ -105,19 +146,50 @@ pub fn seal(
     raw: &[u8],
     level: i32,
 ) -> Result<SealedBlob> {
+    seal_cow(crypto, id, kind, Cow::Borrowed(raw), level)
+}
+
+/// [`seal`] taking the plaintext's buffer, which becomes the stored bytes when compression does
+/// not shrink them (incompressible data is then not copied).
+pub fn seal_owned(
+    crypto: &Crypto,
+    id: BlobId,
+    kind: BlobKind,
+    raw: Vec<u8>,
+    level: i32,
+) -> Result<SealedBlob> {
+    seal_cow(crypto, id, kind, Cow::Owned(raw), level)
+}
+
+fn seal_cow(
+    crypto: &Crypto,
+    id: BlobId,
+    kind: BlobKind,
+    raw: Cow<'_, [u8]>,
+    level: i32,
+) -> Result<SealedBlob> {
     let raw_len = u32::try_from(raw.len())
         .ok()
         .filter(|n| *n <= MAX_BLOB_RAW_BYTES)
         .ok_or_else(|| Error::Invalid(format!("blob {id} of {} bytes is too large", raw.len())))?;
-    let compressed = compress(raw, level)?;
-    let (compression, bytes) = if compressed.len() < raw.len() {
-        (Compression::Zstd, compressed)
+    let compressed = if kind == BlobKind::Data && looks_incompressible(&raw)? {
+        None
     } else {
-        (Compression::None, raw.to_vec())
+        Some(compress(&raw, level)?)
+    };
+    let (compression, bytes) = match compressed {
+        Some(c) if c.len() < raw.len() => (Compression::Zstd, c),
+        _ => (Compression::None, raw.into_owned()),
     };
     // Verify before write: what goes into the pack must open to the same id. The AEAD is not
     // re-opened: its tag already covers every byte from here on.
-    unpack(crypto, &id, compression, raw_len, &bytes).map_err(|e| {
+    let verified = match compression {
+        Compression::None => check_raw(crypto, &id, raw_len, &bytes),
+        Compression::Zstd => {
+            unpack(crypto, &id, compression, raw_len, Cow::Borrowed(&bytes)).map(drop)
+        }
+    };
+    verified.map_err(|e| {
         Error::Invalid(format!(
             "blob {id} failed its verify-before-write check ({e}); refusing to store it"
         ))
@@ -149,26 +221,27 @@ pub fn open(
         let opened = crypto
             .open(Domain::Blob, &id.0, stored)
             .map_err(|r| Error::corrupt(format!("blob {id}"), r))?;
-        unpack(crypto, id, compression, raw_len, &opened)
+        unpack(crypto, id, compression, raw_len, Cow::Owned(opened))
     } else {
-        unpack(crypto, id, compression, raw_len, stored)
+        unpack(crypto, id, compression, raw_len, Cow::Borrowed(stored))
     }
 }
 
-/// Decompresses (when compressed) and checks length and id.
+/// Decompresses (when compressed) and checks length and id. Bytes stored raw are returned as
+/// they are, without a copy when they are owned.
 fn unpack(
     crypto: &Crypto,
     id: &BlobId,
     compression: Compression,
     raw_len: u32,
-    stored: &[u8],
+    stored: Cow<'_, [u8]>,
 ) -> Result<Vec<u8>> {
     let raw = match compression {
-        Compression::None => stored.to_vec(),
+        Compression::None => stored.into_owned(),
         Compression::Zstd => {
             // Our frames always record their size: one that disagrees is refused before the
             // output buffer is allocated.
-            let framed = zstd::zstd_safe::get_frame_content_size(stored)
+            let framed = zstd::zstd_safe::get_frame_content_size(&stored)
                 .ok()
                 .flatten();
             if framed != Some(u64::from(raw_len)) {
@@ -177,23 +250,29 @@ fn unpack(
                     format!("zstd frame size {framed:?} does not match length {raw_len}"),
                 ));
             }
-            decompress(stored, raw_len as usize)
+            decompress(&stored, raw_len as usize)
                 .map_err(|e| Error::corrupt(format!("blob {id}"), format!("zstd: {e}")))?
         }
     };
+    check_raw(crypto, id, raw_len, &raw)?;
+    Ok(raw)
+}
+
+/// Checks that plaintext `raw` has the recorded length and hashes to `id`.
+fn check_raw(crypto: &Crypto, id: &BlobId, raw_len: u32, raw: &[u8]) -> Result<()> {
     if raw.len() != raw_len as usize {
         return Err(Error::corrupt(
             format!("blob {id}"),
             format!("length {} instead of {raw_len}", raw.len()),
         ));
     }
-    if crypto.blob_id(&raw) != *id {
+    if crypto.blob_id(raw) != *id {
         return Err(Error::corrupt(
             format!("blob {id}"),
             "content does not match its id",
         ));
     }
-    Ok(raw)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -211,8 +290,59 @@ mod tests {
                 let overhead = if c.is_encrypted() { crate::crypto::SEAL_OVERHEAD } else { 0 };
                 prop_assert!(sealed.bytes.len() <= raw.len() + overhead);
                 let back = open(&c, &id, sealed.compression, sealed.raw_len, &sealed.bytes).unwrap();
-                prop_assert_eq!(back, raw.clone());
+                prop_assert_eq!(&back, &raw);
+                // Handing over the buffer stores the same: same compression, opens to the same.
+                let owned = seal_owned(&c, id, BlobKind::Data, raw.clone(), 3).unwrap();
+                prop_assert_eq!(owned.compression, sealed.compression);
+                prop_assert_eq!(owned.bytes.len(), sealed.bytes.len());
+                let back = open(&c, &id, owned.compression, owned.raw_len, &owned.bytes).unwrap();
+                prop_assert_eq!(&back, &raw);
             }
+        }
+    }
+
+    #[test]
+    fn a_blob_whose_plaintext_does_not_hash_to_its_id_is_refused_before_it_is_stored() {
+        let mut raw = vec![0u8; 4096];
+        blake3::Hasher::new().finalize_xof().fill(&mut raw);
+        let text = b"INSERT INTO t VALUES (1, 'abc');\n".repeat(100);
+        for c in [Crypto::plain(), Crypto::from_master(&[3; 32])] {
+            // Stored raw (incompressible) and compressed: both are checked against the id.
+            for data in [&raw, &text] {
+                let wrong = c.blob_id(b"something else");
+                let err = seal_owned(&c, wrong, BlobKind::Data, data.clone(), 3).unwrap_err();
+                assert!(err.to_string().contains("verify-before-write"), "{err}");
+                assert!(seal(&c, wrong, BlobKind::Data, data, 3).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn samples_tell_incompressible_blobs_from_those_worth_compressing() {
+        let mut random = vec![0u8; 1 << 20];
+        blake3::Hasher::new().finalize_xof().fill(&mut random);
+        assert!(looks_incompressible(&random).unwrap());
+        // Too small to sample: zstd decides alone.
+        assert!(!looks_incompressible(&random[..SAMPLED_MIN_BYTES - 1]).unwrap());
+        let text = b"INSERT INTO t VALUES (1, 'abc');\n".repeat(40_000);
+        assert!(!looks_incompressible(&text).unwrap());
+        // Half random, half text: compressed.
+        let mut mixed = random[..1 << 19].to_vec();
+        mixed.extend_from_slice(&text[..1 << 19]);
+        assert!(!looks_incompressible(&mixed).unwrap());
+        let c = Crypto::from_master(&[3; 32]);
+        for (data, want) in [
+            (&random, Compression::None),
+            (&mixed, Compression::Zstd),
+            (&text, Compression::Zstd),
+        ] {
+            let id = c.blob_id(data);
+            let s = seal(&c, id, BlobKind::Data, data, 3).unwrap();
+            assert_eq!(s.compression, want);
+            assert_eq!(
+                &open(&c, &id, s.compression, s.raw_len, &s.bytes).unwrap(),
+                data
+            );
         }
     }
 

@@ -41,6 +41,32 @@ const SNIFF_BYTES: usize = 8000;
 /// The first bytes of every SQLite 3 database file.
 const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
 
+/// A reader that may know, without reading, that the bytes ahead are zeros: a sparse file's
+/// hole ([`crate::sparse::SparseReader`]). The chunker then cuts the chunks that lie wholly in
+/// such a run without having the zeros written into its buffer and scanned.
+pub trait HoleRead: Read {
+    /// How many of the bytes from the current position on are known to be zeros (0: none known).
+    fn zeros_ahead(&mut self) -> io::Result<u64>;
+    /// Moves the position past `n` of those zeros, `n <= zeros_ahead()`.
+    fn skip_zeros(&mut self, n: u64);
+}
+
+/// A reader that knows of no zeros ahead.
+struct NoHoles<R>(R);
+
+impl<R: Read> Read for NoHoles<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read> HoleRead for NoHoles<R> {
+    fn zeros_ahead(&mut self) -> io::Result<u64> {
+        Ok(0)
+    }
+    fn skip_zeros(&mut self, _: u64) {}
+}
+
 /// Which parameters a stream was cut with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -60,6 +86,9 @@ pub struct Chunker {
     kind: Kind,
     /// Per kind, the length of the chunk the algorithm cuts from `max_size` zero bytes.
     zero_cut: [Option<usize>; 3],
+    /// Zeros handed out for the chunks cut in a reader's holes (allocated zeroed, so untouched
+    /// pages cost no memory).
+    zeros: Vec<u8>,
 }
 
 impl Chunker {
@@ -87,6 +116,7 @@ impl Chunker {
             buf: vec![0u8; READ_BUFFER_BYTES.max(2 * largest)],
             kind: Kind::Base,
             zero_cut: [None; 3],
+            zeros: Vec::new(),
         }
     }
 
@@ -163,6 +193,17 @@ impl Chunker {
     /// speed of a scan for non-zero bytes instead of the chunker's and the hash's.
     pub fn run_marked<R: Read, E: From<io::Error>>(
         &mut self,
+        reader: R,
+        on_chunk: impl FnMut(&[u8], bool) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        self.run_holes(NoHoles(reader), on_chunk)
+    }
+
+    /// [`Chunker::run_marked`] over a reader that may know of runs of zeros ahead: a chunk that
+    /// starts `max_size` zeros before anything else (counting those already in the buffer) is
+    /// cut as [`Chunker::run_marked`] cuts it, without the zeros being read, filled in or scanned.
+    pub fn run_holes<R: HoleRead, E: From<io::Error>>(
+        &mut self,
         mut reader: R,
         mut on_chunk: impl FnMut(&[u8], bool) -> Result<(), E>,
     ) -> Result<u64, E> {
@@ -226,6 +267,31 @@ impl Chunker {
             }
             self.buf.copy_within(consumed..filled, 0);
             filled -= consumed;
+            if eof {
+                continue;
+            }
+            // The next chunk starts at the carried-over bytes: when they are zeros and the reader
+            // knows of enough zeros after them, cut the chunks that lie in zeros here.
+            let mut ahead = reader.zeros_ahead()?;
+            if ahead == 0 || (filled as u64).saturating_add(ahead) < max as u64 {
+                continue;
+            }
+            if !all_zero(&self.buf[..filled]) {
+                continue;
+            }
+            if self.zeros.len() < zero_len {
+                self.zeros = vec![0u8; zero_len];
+            }
+            while (filled as u64) + ahead >= max as u64 {
+                on_chunk(&self.zeros[..zero_len], true)?;
+                let from_buf = zero_len.min(filled);
+                let from_hole = (zero_len - from_buf) as u64;
+                self.buf.copy_within(from_buf..filled, 0);
+                filled -= from_buf;
+                reader.skip_zeros(from_hole);
+                ahead -= from_hole;
+                total += zero_len as u64;
+            }
         }
     }
 }
@@ -312,6 +378,46 @@ mod tests {
         }
     }
 
+    /// [`Trickle`] that reports the run of zeros ahead of it, or `share`/4 of it (rounded down),
+    /// as a sparse file reports its holes.
+    struct HoleTrickle<'a>(Trickle<'a>, u64);
+    impl Read for HoleTrickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            self.0.read(out)
+        }
+    }
+    impl HoleRead for HoleTrickle<'_> {
+        fn zeros_ahead(&mut self) -> io::Result<u64> {
+            let run = self.0 .0.iter().take_while(|&&b| b == 0).count() as u64;
+            Ok(run * self.1 / 4)
+        }
+        fn skip_zeros(&mut self, n: u64) {
+            assert!(
+                self.0 .0[..n as usize].iter().all(|&b| b == 0),
+                "skipped data"
+            );
+            self.0 .0 = &self.0 .0[n as usize..];
+        }
+    }
+
+    /// Cuts `data` read `step` bytes at a time, reporting `share`/4 of each zero run ahead as a
+    /// hole; checks the flags and the bytes, and returns the chunk lengths.
+    fn hole_cuts(c: &mut Chunker, data: &[u8], step: usize, share: u64) -> Vec<usize> {
+        let mut got = Vec::new();
+        let mut joined = Vec::new();
+        let n = c
+            .run_holes::<_, io::Error>(HoleTrickle(Trickle(data, step), share), |ch, zero| {
+                assert_eq!(zero, ch.iter().all(|&b| b == 0), "all-zero flag");
+                got.push(ch.len());
+                joined.extend_from_slice(ch);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n as usize, data.len());
+        assert!(joined == data, "the chunks do not join to the input");
+        got
+    }
+
     #[test]
     fn a_keyed_gear_table_moves_the_cut_points() {
         let mut x = 12345u64;
@@ -364,15 +470,6 @@ mod tests {
 
     /// [`cut_all`] through a reader that returns at most `step` bytes a call.
     fn cut_all_by(c: &mut Chunker, data: &[u8], step: usize) -> Vec<Vec<u8>> {
-        struct Trickle<'a>(&'a [u8], usize);
-        impl Read for Trickle<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                let n = buf.len().min(self.1).min(self.0.len());
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
         let mut out = Vec::new();
         c.run::<_, io::Error>(Trickle(data, step), |ch| {
             out.push(ch.to_vec());
@@ -549,9 +646,65 @@ mod tests {
         );
     }
 
+    #[test]
+    fn zeros_reported_ahead_are_cut_as_zeros_read_are_at_every_alignment() {
+        // Runs of zeros around `max_size` long, at every offset of a small buffer: a run one byte
+        // too short for the zero cut must be cut by the algorithm, whatever the reader reports.
+        let p = small();
+        let max = p.max_size as usize;
+        let mut x = 7u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8 | 1
+                })
+                .collect()
+        };
+        for prefix in (0..2 * max).step_by(5) {
+            for run in [
+                max - 2,
+                max - 1,
+                max,
+                max + 1,
+                2 * max - 1,
+                2 * max,
+                3 * max + 7,
+            ] {
+                let mut data = noise(prefix);
+                data.extend(std::iter::repeat_n(0u8, run));
+                data.extend(noise(300));
+                let expected: Vec<usize> = FastCDC::with_level_and_seed(
+                    &data,
+                    p.min_size,
+                    p.avg_size,
+                    p.max_size,
+                    Normalization::Level1,
+                    3,
+                )
+                .map(|c| c.length)
+                .collect();
+                for share in [1, 4] {
+                    let mut c = Chunker {
+                        chunking: Chunking::from(p.clone()),
+                        seed: 3,
+                        buf: vec![0; 2 * max],
+                        kind: Kind::Base,
+                        zero_cut: [None; 3],
+                        zeros: Vec::new(),
+                    };
+                    let got = hole_cuts(&mut c, &data, 700, share);
+                    assert_eq!(got, expected, "prefix {prefix}, run {run}, share {share}/4");
+                }
+            }
+        }
+    }
+
     proptest! {
         #[test]
-        fn streaming_text_cuts_equal_whole_buffer_cuts(seed in any::<u64>(), len in 0usize..40_000, step in 1usize..5000, line in 1u64..400, holes in holes(40_000, 20_000)) {
+        fn streaming_text_cuts_equal_whole_buffer_cuts(seed in any::<u64>(), len in 0usize..40_000, step in 1usize..5000, line in 1u64..400, holes in holes(40_000, 20_000), share in 0u64..=4) {
             let mut x = seed | 1;
             let mut data: Vec<u8> = (0..len).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; if x % line == 0 { b'\n' } else { b'a' + (x % 26) as u8 } }).collect();
             punch(&mut data, &holes);
@@ -563,35 +716,39 @@ mod tests {
                 expected.push(n);
                 at += n;
             }
-            let mut c = Chunker { chunking: Chunking::from(p.clone()), seed, buf: vec![0; 2 * p.max_size as usize], kind: Kind::Base, zero_cut: [None; 3] };
+            let mut c = Chunker { chunking: Chunking::from(p.clone()), seed, buf: vec![0; 2 * p.max_size as usize], kind: Kind::Base, zero_cut: [None; 3], zeros: Vec::new() };
             let mut got = Vec::new();
             let mut joined = Vec::new();
             let mut flags_right = true;
             let n = c.run_marked::<_, io::Error>(Trickle(&data, step), |ch, zero| { flags_right &= zero == ch.iter().all(|&b| b == 0); got.push(ch.len()); joined.extend_from_slice(ch); Ok(()) }).unwrap();
             prop_assert!(flags_right, "a chunk's all-zero flag is wrong");
             prop_assert_eq!(n as usize, data.len());
-            prop_assert_eq!(joined, data);
-            prop_assert_eq!(got, expected);
+            prop_assert_eq!(&joined, &data);
+            prop_assert_eq!(&got, &expected);
+            // The same through a reader that reports its zeros as holes, wholly or in part.
+            prop_assert_eq!(hole_cuts(&mut c, &data, step, share), expected);
         }
     }
 
     proptest! {
         #[test]
-        fn streaming_cuts_equal_whole_buffer_cuts(seed in any::<u64>(), gear in prop_oneof![Just(0u64), any::<u64>()], len in 0usize..40_000, step in 1usize..5000, holes in holes(40_000, 5_000)) {
+        fn streaming_cuts_equal_whole_buffer_cuts(seed in any::<u64>(), gear in prop_oneof![Just(0u64), any::<u64>()], len in 0usize..40_000, step in 1usize..5000, holes in holes(40_000, 5_000), share in 0u64..=4) {
             let mut x = seed | 1;
             let mut data: Vec<u8> = (0..len).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
             punch(&mut data, &holes);
             let p = small();
             let expected: Vec<usize> = FastCDC::with_level_and_seed(&data, p.min_size, p.avg_size, p.max_size, Normalization::Level1, gear).map(|c| c.length).collect();
-            let mut c = Chunker { chunking: Chunking::from(p.clone()), seed: gear, buf: vec![0; 2048], kind: Kind::Base, zero_cut: [None; 3] };
+            let mut c = Chunker { chunking: Chunking::from(p.clone()), seed: gear, buf: vec![0; 2048], kind: Kind::Base, zero_cut: [None; 3], zeros: Vec::new() };
             let mut got = Vec::new();
             let mut joined = Vec::new();
             let mut flags_right = true;
             let n = c.run_marked::<_, io::Error>(Trickle(&data, step), |ch, zero| { flags_right &= zero == ch.iter().all(|&b| b == 0); got.push(ch.len()); joined.extend_from_slice(ch); Ok(()) }).unwrap();
             prop_assert!(flags_right, "a chunk's all-zero flag is wrong");
             prop_assert_eq!(n as usize, data.len());
-            prop_assert_eq!(joined, data);
-            prop_assert_eq!(got, expected);
+            prop_assert_eq!(&joined, &data);
+            prop_assert_eq!(&got, &expected);
+            // The same through a reader that reports its zeros as holes, wholly or in part.
+            prop_assert_eq!(hole_cuts(&mut c, &data, step, share), expected);
         }
     }
 }

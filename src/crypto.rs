@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
@@ -122,19 +122,16 @@ impl Crypto {
         let mut nonce = [0u8; NONCE_BYTES];
         getrandom::fill(&mut nonce).expect("invariant: the OS random source works");
         let aad = [domain.tag(), context].concat();
-        let ct = k
-            .aead
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: &aad,
-                },
-            )
-            .expect("invariant: XChaCha20-Poly1305 encrypts any length we store");
-        let mut out = Vec::with_capacity(NONCE_BYTES + ct.len());
+        // One copy of the plaintext, encrypted where it lies: `nonce ciphertext tag`.
+        let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(&plaintext);
+        drop(plaintext);
+        let tag = k
+            .aead
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, &mut out[NONCE_BYTES..])
+            .expect("invariant: XChaCha20-Poly1305 encrypts any length we store");
+        out.extend_from_slice(&tag);
         out
     }
 

@@ -989,7 +989,7 @@ fn read_one(
     let expected_chunks = before.len() / u64::from(chunker.params().avg_size) + 1;
     let mut chunks = Vec::with_capacity(expected_chunks.min(1 << 16) as usize);
     let mut zero_id = None;
-    let run = chunker.run_marked(SparseReader::new(&file, &before), |data: &[u8], zero| {
+    let run = chunker.run_holes(SparseReader::new(&file, &before), |data: &[u8], zero| {
         chunks.push(sink.put_chunk(&mut zero_id, data, zero)?);
         progress.inc(data.len() as u64);
         Ok::<(), ReadStop>(())
@@ -1041,7 +1041,7 @@ fn compress_blobs(
     crypto: &Crypto,
 ) -> std::result::Result<(), Stop> {
     for raw in rx {
-        let sealed = blob::seal(crypto, raw.id, raw.kind, &raw.data, level).map_err(Some)?;
+        let sealed = blob::seal_owned(crypto, raw.id, raw.kind, raw.data, level).map_err(Some)?;
         counters
             .bytes_stored
             .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
