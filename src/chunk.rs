@@ -596,37 +596,44 @@ mod tests {
         }
     }
 
+    /// `n` xorshift bytes from state `x`.
+    fn noise(x: &mut u64, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                *x as u8
+            })
+            .collect()
+    }
+
+    /// The chunk lengths FastCDC itself cuts `data` into: the oracle.
+    fn fastcdc_cuts(data: &[u8], p: &ChunkerParams, seed: u64) -> Vec<usize> {
+        FastCDC::with_level_and_seed(
+            data,
+            p.min_size,
+            p.avg_size,
+            p.max_size,
+            Normalization::Level1,
+            seed,
+        )
+        .map(|c| c.length)
+        .collect()
+    }
+
     #[test]
     fn a_run_of_zeros_is_cut_as_the_algorithm_cuts_it_and_marked() {
         // Megabytes of zeros between data, with the default profiles: the fast path must give the
         // cuts of the algorithm run over the whole input (the proptests check small parameters).
         let mut x = 99u64;
-        let mut noise = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        };
-        let mut data = noise(100_000);
+        let mut data = noise(&mut x, 100_000);
         data.extend(std::iter::repeat_n(0u8, 20 << 20));
-        data.extend(noise(3_000_000));
+        data.extend(noise(&mut x, 3_000_000));
         data.extend(std::iter::repeat_n(0u8, 9 << 20));
         let chunking = Chunking::default();
         let binary = chunking.binary.clone().unwrap();
-        let expected: Vec<usize> = FastCDC::with_level_and_seed(
-            &data,
-            binary.min_size,
-            binary.avg_size,
-            binary.max_size,
-            Normalization::Level1,
-            77,
-        )
-        .map(|c| c.length)
-        .collect();
+        let expected = fastcdc_cuts(&data, &binary, 77);
         let mut c = Chunker::with_profiles(chunking, 77);
         let (mut got, mut zeros) = (Vec::new(), 0);
         c.run_marked::<_, io::Error>(data.as_slice(), |ch, zero| {
@@ -653,16 +660,9 @@ mod tests {
         let p = small();
         let max = p.max_size as usize;
         let mut x = 7u64;
-        let mut noise = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8 | 1
-                })
-                .collect()
-        };
+        // No zero byte in the data around the run.
+        let mut data_bytes =
+            |n: usize| -> Vec<u8> { noise(&mut x, n).into_iter().map(|b| b | 1).collect() };
         for prefix in (0..2 * max).step_by(5) {
             for run in [
                 max - 2,
@@ -673,19 +673,10 @@ mod tests {
                 2 * max,
                 3 * max + 7,
             ] {
-                let mut data = noise(prefix);
+                let mut data = data_bytes(prefix);
                 data.extend(std::iter::repeat_n(0u8, run));
-                data.extend(noise(300));
-                let expected: Vec<usize> = FastCDC::with_level_and_seed(
-                    &data,
-                    p.min_size,
-                    p.avg_size,
-                    p.max_size,
-                    Normalization::Level1,
-                    3,
-                )
-                .map(|c| c.length)
-                .collect();
+                data.extend(data_bytes(300));
+                let expected = fastcdc_cuts(&data, &p, 3);
                 for share in [1, 4] {
                     let mut c = Chunker {
                         chunking: Chunking::from(p.clone()),
@@ -737,7 +728,7 @@ mod tests {
             let mut data: Vec<u8> = (0..len).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
             punch(&mut data, &holes);
             let p = small();
-            let expected: Vec<usize> = FastCDC::with_level_and_seed(&data, p.min_size, p.avg_size, p.max_size, Normalization::Level1, gear).map(|c| c.length).collect();
+            let expected = fastcdc_cuts(&data, &p, gear);
             let mut c = Chunker { chunking: Chunking::from(p.clone()), seed: gear, buf: vec![0; 2048], kind: Kind::Base, zero_cut: [None; 3], zeros: Vec::new() };
             let mut got = Vec::new();
             let mut joined = Vec::new();

@@ -792,7 +792,7 @@ impl BlobReader {
 }
 
 /// Every `packs/<2 hex>/<id>.pack` with its size.
-fn local_pack_files(dir: &Path) -> Result<HashMap<PackId, u64>> {
+pub(crate) fn local_pack_files(dir: &Path) -> Result<HashMap<PackId, u64>> {
     let mut out = HashMap::new();
     for sub in fs::read_dir(dir).at(dir)? {
         let sub = sub.at(dir)?;

@@ -199,3 +199,73 @@ fn tampered_manifest_is_reported_not_trusted() {
     // `latest` skips the bad manifest rather than failing.
     f.restore("latest", &f.path("out-latest"));
 }
+
+#[test]
+fn packs_hashed_before_the_vault_opened_still_have_every_blob_checked() {
+    use atlasvault::id::PackId;
+    use atlasvault::lock::LockMode;
+    use atlasvault::progress::Progress;
+    use atlasvault::verify::{prehash_packs, verify, VerifyOptions};
+    use std::sync::atomic::AtomicBool;
+
+    let f = Fixture::with_vault();
+    two_snapshots(&f);
+    let b = first_chunk(&f.vault(), "latest", "data/b.bin");
+    let b_id = PackId::from_hex(&b.pack_hex).unwrap();
+    let packs = f.vault().join("packs");
+    let intact = prehash_packs(&packs, &AtomicBool::new(false));
+    assert!(intact.contains_key(&b_id), "every intact pack matches");
+    assert!(intact.len() >= 2, "{intact:?}");
+    // Stopped before it starts: nothing is taken on trust.
+    assert!(prehash_packs(&packs, &AtomicBool::new(true)).is_empty());
+
+    // A blob damaged after its pack was hashed (between the hash and the read): the blob checks
+    // still run on every blob, and find it.
+    flip_byte(&b.pack, b.offset + u64::from(b.stored_len) / 2);
+    assert!(
+        !prehash_packs(&packs, &AtomicBool::new(false)).contains_key(&b_id),
+        "a damaged pack is left out"
+    );
+    let opts = |prehashed| VerifyOptions {
+        read_data: true,
+        prehashed,
+        ..VerifyOptions::default()
+    };
+    let run = |o: &VerifyOptions| {
+        let vault = f.open_vault(LockMode::Shared);
+        verify(&vault, o, &Progress::hidden()).unwrap()
+    };
+    let r = run(&opts(intact.clone()));
+    assert_eq!(r.damaged_packs.len(), 1, "{:?}", r.damaged_packs);
+    assert_eq!(r.damaged_packs[0].pack, b.pack_hex);
+    assert!(
+        r.damaged_packs[0].reason.contains("fail their hash check"),
+        "{}",
+        r.damaged_packs[0].reason
+    );
+    assert!(r.damaged_packs[0]
+        .paths
+        .iter()
+        .any(|p| p.ends_with("data/b.bin")));
+    flip_byte(&b.pack, b.offset + u64::from(b.stored_len) / 2);
+    assert!(run(&opts(intact.clone())).is_clean());
+
+    // A byte no blob covers (the header's padding): only the whole-pack hash sees it. The CLI
+    // hashes packs while it derives the key; the damaged pack does not match, is hashed again
+    // and reported.
+    flip_byte(&b.pack, 6);
+    f.cmd()
+        .args(["verify", "--read-data"])
+        .run()
+        .code(4)
+        .stdout_has(&b.pack_hex)
+        .stdout_has("do not match the pack id");
+    // A prehash of another length is not taken for the pack either.
+    let mut other_length = intact;
+    *other_length.get_mut(&b_id).unwrap() += 1;
+    let r = run(&opts(other_length));
+    assert_eq!(r.damaged_packs.len(), 1, "{:?}", r.damaged_packs);
+    assert!(r.damaged_packs[0]
+        .reason
+        .contains("do not match the pack id"));
+}

@@ -73,6 +73,44 @@ fn hashes_below(dir: &Path) -> BTreeMap<PathBuf, blake3::Hash> {
         .collect()
 }
 
+/// The s3s-fs this suite starts, which these tests kill and restart; `None`, with a note, when
+/// the suite runs against an external server (or none).
+fn restartable_s3(f: &Fixture, name: &str) -> Option<S3Server> {
+    let s3 = S3Server::start(f, name)?;
+    if !s3.is_local() {
+        eprintln!(
+            "note: {name} restarts the s3s-fs this suite starts; not run against an external \
+             server"
+        );
+        return None;
+    }
+    Some(s3)
+}
+
+/// Pushes the fixture's vault to `s3`, then loses the machine: only the remote and the password
+/// remain (no vault, no config).
+fn push_and_lose_the_machine(f: &Fixture, s3: &S3Server) {
+    let cfg = remote_s3::config(f, s3, false);
+    remote_s3::cmd(f, s3, &cfg).arg("push").run().success();
+    fs::remove_dir_all(f.vault()).unwrap();
+    fs::remove_file(&cfg).unwrap();
+}
+
+/// Checks that every file a failed restore left below `restored` equals its source below
+/// `data` (none is half-written); returns the sources' hashes.
+fn assert_restored_files_whole(data: &Path, restored: &Path) -> BTreeMap<PathBuf, blake3::Hash> {
+    let source = hashes_below(data);
+    for (rel, hash) in hashes_below(restored) {
+        assert_eq!(
+            source.get(&rel),
+            Some(&hash),
+            "{} is partial",
+            rel.display()
+        );
+    }
+    source
+}
+
 /// Blob bytes in the mirror(s) under a restore's `--cache-dir`.
 fn cached_blob_bytes(cache: &Path) -> u64 {
     list_all(cache)
@@ -100,23 +138,12 @@ fn restore_from_s3(f: &Fixture, s3: &S3Server, target: &Path, cache: &Path) -> V
 #[test]
 fn s3_server_killed_mid_restore_fails_it_in_one_line_and_the_rerun_restores_every_byte() {
     let f = Fixture::with_vault();
-    let Some(mut s3) = S3Server::start(&f, "killed-restore") else {
+    let Some(mut s3) = restartable_s3(&f, "killed-restore") else {
         return;
     };
-    if !s3.is_local() {
-        eprintln!(
-            "note: the kill test needs the s3s-fs this suite starts; not run against an external \
-             server"
-        );
-        return;
-    }
     let data = big_tree(&f, 300);
     f.snapshot(&data);
-    let cfg = remote_s3::config(&f, &s3, false);
-    remote_s3::cmd(&f, &s3, &cfg).arg("push").run().success();
-    // The machine is lost: only the remote and the password remain.
-    fs::remove_dir_all(f.vault()).unwrap();
-    fs::remove_file(&cfg).unwrap();
+    push_and_lose_the_machine(&f, &s3);
 
     let target = f.path("restored");
     let cache = f.path("cache");
@@ -168,15 +195,7 @@ fn s3_server_killed_mid_restore_fails_it_in_one_line_and_the_rerun_restores_ever
         "a restore from a remote creates no vault"
     );
     // What did get restored is whole: no file is left half-written.
-    let source = hashes_below(&data);
-    for (rel, hash) in hashes_below(&target.join("data")) {
-        assert_eq!(
-            source.get(&rel),
-            Some(&hash),
-            "{} is partial",
-            rel.display()
-        );
-    }
+    let source = assert_restored_files_whole(&data, &target.join("data"));
 
     s3.restart();
     // The same command again: refused, in one line that says what to do.
@@ -229,13 +248,9 @@ fn s3_server_killed_mid_restore_fails_it_in_one_line_and_the_rerun_restores_ever
 #[test]
 fn s3_keys_revoked_mid_restore_end_it_in_one_line_not_one_error_per_file() {
     let f = Fixture::with_vault();
-    let Some(mut s3) = S3Server::start(&f, "revoked-restore") else {
+    let Some(mut s3) = restartable_s3(&f, "revoked-restore") else {
         return;
     };
-    if !s3.is_local() {
-        eprintln!("note: revoking keys needs the s3s-fs this suite starts; not run");
-        return;
-    }
     // Many files, so that a restore that went on file by file would report many errors.
     let data = big_tree(&f, 400);
     fs::create_dir_all(data.join("many")).unwrap();
@@ -247,10 +262,7 @@ fn s3_keys_revoked_mid_restore_end_it_in_one_line_not_one_error_per_file() {
         );
     }
     f.snapshot(&data);
-    let cfg = remote_s3::config(&f, &s3, false);
-    remote_s3::cmd(&f, &s3, &cfg).arg("push").run().success();
-    fs::remove_dir_all(f.vault()).unwrap();
-    fs::remove_file(&cfg).unwrap();
+    push_and_lose_the_machine(&f, &s3);
 
     let target = f.path("restored");
     let cache = f.path("cache");
@@ -283,15 +295,7 @@ fn s3_keys_revoked_mid_restore_end_it_in_one_line_not_one_error_per_file() {
         assert!(!line.contains(secret.as_str()) && !stdout.contains(secret.as_str()));
     }
     // What did get restored is whole.
-    let source = hashes_below(&data);
-    for (rel, hash) in hashes_below(&target.join("data")) {
-        assert_eq!(
-            source.get(&rel),
-            Some(&hash),
-            "{} is partial",
-            rel.display()
-        );
-    }
+    let source = assert_restored_files_whole(&data, &target.join("data"));
     // The keys are valid again: the same command, into an empty target, restores every byte.
     s3.restart();
     fs::remove_dir_all(&target).unwrap();
