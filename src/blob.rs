@@ -305,10 +305,15 @@ mod tests {
     fn a_blob_whose_plaintext_does_not_hash_to_its_id_is_refused_before_it_is_stored() {
         let mut raw = vec![0u8; 4096];
         blake3::Hasher::new().finalize_xof().fill(&mut raw);
+        // Large enough to be sampled and stored raw without a zstd attempt.
+        let mut sampled = vec![0u8; 2 * SAMPLED_MIN_BYTES];
+        blake3::Hasher::new_derive_key("t")
+            .finalize_xof()
+            .fill(&mut sampled);
         let text = b"INSERT INTO t VALUES (1, 'abc');\n".repeat(100);
         for c in [Crypto::plain(), Crypto::from_master(&[3; 32])] {
-            // Stored raw (incompressible) and compressed: both are checked against the id.
-            for data in [&raw, &text] {
+            // Stored raw (incompressible) and compressed: all are checked against the id.
+            for data in [&raw, &sampled, &text] {
                 let wrong = c.blob_id(b"something else");
                 let err = seal_owned(&c, wrong, BlobKind::Data, data.clone(), 3).unwrap_err();
                 assert!(err.to_string().contains("verify-before-write"), "{err}");

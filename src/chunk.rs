@@ -267,9 +267,6 @@ impl Chunker {
             }
             self.buf.copy_within(consumed..filled, 0);
             filled -= consumed;
-            if eof {
-                continue;
-            }
             // The next chunk starts at the carried-over bytes: when they are zeros and the reader
             // knows of enough zeros after them, cut the chunks that lie in zeros here.
             let mut ahead = reader.zeros_ahead()?;
@@ -282,7 +279,7 @@ impl Chunker {
             if self.zeros.len() < zero_len {
                 self.zeros = vec![0u8; zero_len];
             }
-            while (filled as u64) + ahead >= max as u64 {
+            while (filled as u64).saturating_add(ahead) >= max as u64 {
                 on_chunk(&self.zeros[..zero_len], true)?;
                 let from_buf = zero_len.min(filled);
                 let from_hole = (zero_len - from_buf) as u64;
@@ -527,14 +524,29 @@ mod tests {
         assert!(chunks.len() > 1, "{} chunks", chunks.len());
         assert_eq!(chunks.concat(), data);
         assert!(chunks.iter().all(|ch| ch.len() <= text.max_size as usize));
-        // Binary data has no such limit by default: FastCDC cuts it as before.
-        let noise: Vec<u8> = [0]
-            .into_iter()
-            .chain((0..whole as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8))
-            .collect();
-        let chunks = cut_all_by(&mut c, &noise, 4096);
+        // Binary data has no such limit by default: FastCDC cuts it as before (small binary
+        // sizes here, so that a stream this long is several chunks).
+        let binary = ChunkerParams {
+            min_size: 4096,
+            avg_size: 16384,
+            max_size: 65536,
+            ..ChunkerParams::binary_default()
+        };
+        let mut c = Chunker::with_profiles(
+            Chunking {
+                binary: Some(binary.clone()),
+                ..Chunking::default()
+            },
+            9,
+        );
+        let mut x = 5u64;
+        let mut bytes = noise(&mut x, whole);
+        bytes[0] = 0;
+        let chunks = cut_all_by(&mut c, &bytes, 4096);
         assert_eq!(c.kind(), Kind::Binary);
-        assert_eq!(chunks.concat(), noise);
+        assert!(chunks.len() > 1, "{} chunks", chunks.len());
+        let lens: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        assert_eq!(lens, fastcdc_cuts(&bytes, &binary, 9));
     }
 
     #[test]

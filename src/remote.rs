@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Backend, DynBackend, ObjectInfo, LKG_REF};
+use crate::backend::{Backend, BackendErrorKind, DynBackend, ObjectInfo, LKG_REF};
 use crate::config::VaultConfig;
 use crate::crypto::Crypto;
 use crate::error::{Error, IoContext, Result};
@@ -108,6 +108,13 @@ impl RemotePacks {
     /// The packs on the remote, with their sizes.
     pub fn list(&self) -> Result<HashMap<PackId, u64>> {
         Ok(self.packs.clone())
+    }
+
+    /// Whether the remote refuses this client as a whole (credentials revoked or expired, a
+    /// policy that now shuts it out) rather than one object: asks about the vault's
+    /// `config.json`, which every client that could open the vault may read.
+    pub fn refuses_us(&self) -> bool {
+        matches!(self.backend.stat("config.json"), Err(e) if e.kind == BackendErrorKind::Denied)
     }
 
     /// A pack's name for messages.

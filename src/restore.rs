@@ -132,7 +132,7 @@ pub fn restore(
                         Ok(n) => {
                             bytes.fetch_add(n, Ordering::Relaxed);
                         }
-                        Err(e) if remote_gone(&e) => {
+                        Err(e) if remote_gone(reader, &e) => {
                             gone.lock()
                                 .expect("invariant: remote error lock")
                                 .get_or_insert(e);
@@ -178,12 +178,20 @@ pub fn restore(
 }
 
 /// True for an error after which no read from the remote is likely to succeed: it stopped
-/// answering and the backend's retries are spent, or it refused us (credentials expired or
-/// revoked, a policy changed), which no retry and no other pack will change. A missing, short or
-/// unreadable pack is damage instead, reported against the files it breaks.
-fn remote_gone(e: &Error) -> bool {
-    matches!(e, Error::Backend(b)
-        if matches!(b.kind, BackendErrorKind::Transient | BackendErrorKind::Denied))
+/// answering and the backend's retries are spent, or it refuses this client as a whole
+/// (credentials expired or revoked, a policy changed), which no retry and no other pack will
+/// change. A refusal of one object (an unreadable pack file on a mounted drive) is asked about
+/// once more on the vault's config before it ends anything. A missing, short or unreadable pack
+/// is damage instead, reported against the files it breaks.
+fn remote_gone(reader: &BlobReader, e: &Error) -> bool {
+    match e {
+        Error::Backend(b) => match b.kind {
+            BackendErrorKind::Transient => true,
+            BackendErrorKind::Denied => reader.remote_refuses_us(),
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Chunk ids gathered before they are prefetched in one go (~32 MiB of chunk ids at most).
@@ -310,7 +318,7 @@ impl RestoreWalk<'_> {
                     match sub {
                         Ok(t) => self.dir(&t, &path, &rel_e, &format!("{shown_e}/"))?,
                         Err(err @ Error::UnsafeEntry { .. }) => return Err(err),
-                        Err(err) if remote_gone(&err) => return Err(err),
+                        Err(err) if remote_gone(self.reader, &err) => return Err(err),
                         Err(err) => self
                             .report
                             .errors

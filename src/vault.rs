@@ -666,6 +666,15 @@ impl BlobReader {
         matches!(self.packs, PackSource::Remote(_))
     }
 
+    /// True when the packs are on a remote that refuses this client as a whole (see
+    /// [`RemotePacks::refuses_us`]); false for local packs.
+    pub fn remote_refuses_us(&self) -> bool {
+        match &self.packs {
+            PackSource::Remote(r) => r.refuses_us(),
+            PackSource::Local(_) => false,
+        }
+    }
+
     /// Fetches these blobs from a remote in few, large requests ahead of their reads (see
     /// [`RemotePacks::prefetch`]); nothing to do for local packs. Blobs the index does not know
     /// are left for `read` to report.
@@ -792,7 +801,7 @@ impl BlobReader {
 }
 
 /// Every `packs/<2 hex>/<id>.pack` with its size.
-pub(crate) fn local_pack_files(dir: &Path) -> Result<HashMap<PackId, u64>> {
+fn local_pack_files(dir: &Path) -> Result<HashMap<PackId, u64>> {
     let mut out = HashMap::new();
     for sub in fs::read_dir(dir).at(dir)? {
         let sub = sub.at(dir)?;

@@ -38,52 +38,6 @@ pub struct VerifyOptions {
     /// Share of packs to read, 0 < p <= 100.
     pub subset_percent: Option<f64>,
     pub threads: usize,
-    /// Packs already hashed and found equal to their names ([`prehash_packs`]): read and their
-    /// blobs checked, but not hashed whole again.
-    pub prehashed: Prehashed,
-}
-
-/// Packs whose blake3 matched their name, with the size they had when they were hashed.
-pub type Prehashed = HashMap<PackId, u64>;
-
-/// Hashes the packs in `packs_dir` (a local vault's) one by one until `stop` is set, and returns
-/// those that match their names. `vault verify --read-data` runs this beside the key's
-/// derivation (argon2id, about 0.15 s on one core, before anything else can start), on the core
-/// that would otherwise idle. A pack that fails here is simply left out: [`verify`] reads and
-/// hashes it again and reports it.
-pub fn prehash_packs(packs_dir: &std::path::Path, stop: &AtomicBool) -> Prehashed {
-    use std::io::Read;
-    let mut out = Prehashed::new();
-    let Ok(files) = crate::vault::local_pack_files(packs_dir) else {
-        return out;
-    };
-    let mut files: Vec<(PackId, u64)> = files.into_iter().collect();
-    files.sort();
-    let mut buf = vec![0u8; 1 << 20];
-    'packs: for (id, size) in files {
-        let Ok(mut f) = std::fs::File::open(pack::pack_path(packs_dir, &id)) else {
-            continue;
-        };
-        let mut hasher = blake3::Hasher::new();
-        let mut read = 0u64;
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                break 'packs;
-            }
-            match f.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    hasher.update(&buf[..n]);
-                    read += n as u64;
-                }
-                Err(_) => continue 'packs,
-            }
-        }
-        if read == size && hasher.finalize().as_bytes() == &id.0 {
-            out.insert(id, size);
-        }
-    }
-    out
 }
 
 /// A pack that is missing or damaged, with what it breaks.
@@ -198,15 +152,7 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
         progress.inc_total(total);
         let results = std::thread::scope(|s| {
             let tracing = s.spawn(|| trace(&reader, &manifests, &no_damage));
-            let results = read_packs(
-                &reader,
-                &ids,
-                &on_disk,
-                &rows,
-                &opts.prehashed,
-                opts.threads,
-                progress,
-            );
+            let results = read_packs(&reader, &ids, &on_disk, &rows, opts.threads, progress);
             optimistic = Some(
                 tracing
                     .join()
@@ -353,7 +299,6 @@ fn read_packs(
     ids: &[PackId],
     sizes: &HashMap<PackId, u64>,
     rows: &HashMap<PackId, RowDigest>,
-    prehashed: &Prehashed,
     threads: usize,
     progress: &Progress,
 ) -> Vec<(PackId, PackOutcome)> {
@@ -433,25 +378,16 @@ fn read_packs(
                         }
                         Ok((bytes, entries)) => {
                             let batches = batches(&entries);
-                            // Hashed before the vault was opened, and the same length now.
-                            let hashed = prehashed.get(&id) == Some(&(bytes.len() as u64));
-                            let items = batches.len() + usize::from(!hashed);
                             let work = Arc::new(PackWork {
                                 id,
                                 bytes,
                                 entries,
-                                hash_ok: AtomicBool::new(hashed),
+                                hash_ok: AtomicBool::new(false),
                                 bad: Mutex::new(Vec::new()),
-                                left: AtomicUsize::new(items),
+                                left: AtomicUsize::new(batches.len() + 1),
                             });
-                            if items == 0 {
-                                finish(&work);
-                                continue;
-                            }
                             let mut q = queue.lock().expect("invariant: queue lock");
-                            if !hashed {
-                                q.items.push_back(Item::Hash(work.clone()));
-                            }
+                            q.items.push_back(Item::Hash(work.clone()));
                             for b in batches {
                                 q.items.push_back(Item::Blobs(work.clone(), b));
                             }

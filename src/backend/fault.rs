@@ -1,9 +1,11 @@
 //! A backend that fails on purpose, for tests: the Nth calls, every call after the Nth, or a
 //! given share of calls chosen by a seeded generator (so a failing run can be replayed).
 //!
-//! Failures are [`BackendErrorKind::Transient`] and happen *before* the inner call, so the store
-//! is never touched by a failed call; `fail_after_write` instead fails *after* a write went
-//! through, which is what a connection dropped before the response looks like.
+//! Failures are [`BackendErrorKind::Transient`] (or the kind [`Faults::kind`] names) and happen
+//! *before* the inner call, so the store is never touched by a failed call; `fail_after_write`
+//! instead fails *after* a write went through, which is what a connection dropped before the
+//! response looks like. [`Faults::denied`] names objects every call on which is refused, as a
+//! store refuses one object it may not serve.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +25,12 @@ pub struct Faults {
     pub seed: u64,
     /// Writes are performed, then reported as failed.
     pub fail_after_write: bool,
+    /// The kind of the failures above; `None`: transient.
+    pub kind: Option<BackendErrorKind>,
+    /// Objects every call on which fails as [`BackendErrorKind::Denied`] (counted as calls)...
+    pub denied: BTreeSet<String>,
+    /// ...once this many calls were made (0: from the first): a store that starts refusing.
+    pub denied_after: u64,
 }
 
 impl Faults {
@@ -108,7 +116,7 @@ impl<B: Backend> Faulty<B> {
             self.inner.location(),
             op,
             name,
-            BackendErrorKind::Transient,
+            self.faults.kind.unwrap_or(BackendErrorKind::Transient),
             "injected fault",
         )
     }
@@ -120,6 +128,19 @@ impl<B: Backend> Faulty<B> {
         write: bool,
         f: impl FnOnce() -> BackendResult<T>,
     ) -> BackendResult<T> {
+        if self.faults.denied.contains(name)
+            && self.count.load(Ordering::SeqCst) >= self.faults.denied_after
+        {
+            self.count.fetch_add(1, Ordering::SeqCst);
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(BackendError::new(
+                self.inner.location(),
+                op,
+                name,
+                BackendErrorKind::Denied,
+                "injected refusal",
+            ));
+        }
         if !self.should_fail() {
             return f();
         }

@@ -2,8 +2,6 @@
 //! themselves live in [`crate::verify`], [`crate::gates`] and [`crate::lkg`]; this reports them
 //! and maps their verdicts to exit codes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use serde_json::json;
 
 use super::{exit, say, AuditArgs, Ctx, DrillArgs, Out, VerifyArgs};
@@ -17,7 +15,7 @@ use crate::lock::LockMode;
 use crate::progress::Progress;
 use crate::util::human_bytes;
 use crate::vault::Vault;
-use crate::verify::{prehash_packs, VerifyOptions};
+use crate::verify::VerifyOptions;
 
 /// Blob ids printed per damaged pack in the human report.
 const BLOBS_SHOWN: usize = 10;
@@ -29,27 +27,14 @@ pub(super) fn verify(ctx: &mut Ctx, a: &VerifyArgs) -> Result<i32> {
         (None, Some(url)) => Some(RemoteSpec::from_url(url).map_err(Error::Usage)?),
         (None, None) => None,
     };
-    let read_data = a.read_data || a.read_data_subset.is_some();
-    // Reading every pack of a local vault: hash packs while the key is derived (see
-    // `verify::prehash_packs`).
-    let prehash = remote.is_none() && read_data && a.read_data_subset.is_none();
-    let stop = AtomicBool::new(false);
-    let (vault, prehashed) = std::thread::scope(|s| {
-        let pre = prehash.then(|| s.spawn(|| prehash_packs(&ctx.root.join("packs"), &stop)));
-        let vault = match &remote {
-            Some(spec) => ctx.open_remote(spec),
-            None => ctx.open(LockMode::Shared),
-        };
-        stop.store(true, Ordering::Relaxed);
-        let prehashed = pre.and_then(|h| h.join().ok()).unwrap_or_default();
-        (vault, prehashed)
-    });
-    let vault = vault?;
+    let vault = match &remote {
+        Some(spec) => ctx.open_remote(spec)?,
+        None => ctx.open(LockMode::Shared)?,
+    };
     let opts = VerifyOptions {
-        read_data,
+        read_data: a.read_data || a.read_data_subset.is_some(),
         subset_percent: a.read_data_subset,
         threads: 0,
-        prehashed,
     };
     let progress = if ctx.json || !opts.read_data {
         Progress::hidden()

@@ -412,3 +412,112 @@ fn ntfs_drive_unmounted_mid_push_fails_it_in_one_line_and_the_push_resumes_after
     assert_eq!(hashes_below(&out.join("data")), hashes_below(&data));
     assert_same_tree(&data, &out.join("data"), &[]);
 }
+
+/// A remote that refuses one pack (an unreadable file on a mounted drive, a policy on one
+/// object) is not a remote that refuses us: the restore reports the files that pack breaks and
+/// restores the rest. Refused as a whole (the vault's config refused too), it ends at once.
+#[test]
+fn one_refused_pack_breaks_its_files_only_and_a_wholly_refusing_remote_ends_the_restore() {
+    use atlasvault::backend::fault::{Faults, Faulty};
+    use atlasvault::backend::local::LocalBackend;
+    use atlasvault::backend::{BackendErrorKind, DynBackend};
+    use atlasvault::keys::SecretSource;
+    use atlasvault::progress::Progress;
+    use atlasvault::restore::{restore, RestoreOptions};
+    use std::sync::Arc;
+
+    let f = Fixture::with_vault();
+    let data = f.path("data");
+    fs::create_dir(&data).unwrap();
+    fs::write(data.join("a.bin"), random_bytes(20, 300_000)).unwrap();
+    f.snapshot(&data);
+    // b.bin is larger than a pack, so its first pack holds its data alone (no trees).
+    write_random_file(&data.join("b.bin"), 21, 40 * MIB);
+    f.snapshot(&data);
+    let b = first_chunk(&f.vault(), "latest", "data/b.bin");
+    let a = first_chunk(&f.vault(), "latest", "data/a.bin");
+    assert_ne!(a.pack, b.pack, "test setup: a.bin and b.bin share a pack");
+    let remote = f.path("usb/AtlasVault");
+    let cfg = f.path("vault.toml");
+    fs::write(&cfg, format!("vault = \"{}\"\n", f.vault().display())).unwrap();
+    let with_config = || f.cmd().arg("--config").arg(&cfg);
+    with_config()
+        .args(["remote", "add", "usb"])
+        .arg(format!("file://{}", remote.display()))
+        .run()
+        .success();
+    with_config().arg("push").run().success();
+    let b_object = format!("packs/{}/{}.pack", &b.pack_hex[..2], b.pack_hex);
+    assert!(remote.join(&b_object).is_file(), "{b_object} on the remote");
+
+    let secrets = SecretSource::from_env_and(Some(f.password_file()), None);
+    let attempt = |faults: Faults, name: &str| {
+        // The mirror is opened first without faults: opening reads every new pack's trailer.
+        let cache = f.path(format!("cache-{name}"));
+        let plain: DynBackend = Arc::new(LocalBackend::create(&remote).unwrap());
+        atlasvault::remote::open(plain, &cache, None, &secrets).unwrap();
+        let local = LocalBackend::create(&remote).unwrap();
+        let backend: DynBackend = Arc::new(Faulty::new(local, faults));
+        let vault = atlasvault::remote::open(backend, &cache, None, &secrets).unwrap();
+        let (_, manifest) = vault.resolve("latest").unwrap();
+        let reader = vault.blob_reader().unwrap();
+        let target = f.path(format!("out-{name}"));
+        let opts = RestoreOptions {
+            target: target.clone(),
+            threads: 2,
+            ..RestoreOptions::default()
+        };
+        (
+            restore(&reader, &manifest, &opts, &Progress::hidden()),
+            target,
+        )
+    };
+
+    let one = Faults {
+        denied: [b_object.clone()].into(),
+        ..Faults::default()
+    };
+    let (report, target) = attempt(one, "one");
+    let report = report.expect("one refused pack does not end the restore");
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(
+        report.errors[0].starts_with("data/b.bin: "),
+        "{:?}",
+        report.errors
+    );
+    assert!(report.errors[0].contains("refus"), "{:?}", report.errors);
+    assert!(!target.join("data/b.bin").exists(), "no partial b.bin");
+    assert_eq!(
+        file_hash(&target.join("data/a.bin")),
+        file_hash(&data.join("a.bin"))
+    );
+
+    // The same pack refused, and the vault's config too once the mirror is open: the remote
+    // refuses us as a whole. How many calls opening an up-to-date mirror makes is counted first.
+    let calls_to_open = {
+        let cache = f.path("cache-count");
+        let plain: DynBackend = Arc::new(LocalBackend::create(&remote).unwrap());
+        atlasvault::remote::open(plain, &cache, None, &secrets).unwrap();
+        let counting = Arc::new(Faulty::new(
+            LocalBackend::create(&remote).unwrap(),
+            Faults::default(),
+        ));
+        let backend: DynBackend = counting.clone();
+        atlasvault::remote::open(backend, &cache, None, &secrets).unwrap();
+        counting.calls()
+    };
+    let all = Faults {
+        denied: [b_object, "config.json".to_string()].into(),
+        denied_after: calls_to_open,
+        ..Faults::default()
+    };
+    let err = attempt(all, "all").0;
+    let err = match err {
+        Err(e) => e,
+        Ok(r) => panic!("a wholly refusing remote ended the restore without an error: {r:?}"),
+    };
+    assert!(
+        matches!(&err, atlasvault::Error::Backend(b) if b.kind == BackendErrorKind::Denied),
+        "{err}"
+    );
+}

@@ -624,7 +624,6 @@ fn assert_clean(vault: &Vault, what: &str, log: &[String]) {
         read_data: true,
         subset_percent: None,
         threads: 2,
-        ..VerifyOptions::default()
     };
     let r = atlasvault::verify::verify(vault, &opts, &Progress::hidden())
         .unwrap_or_else(|e| panic!("verify the {what}: {e}\nops:\n{}", log.join("\n")));
