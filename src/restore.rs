@@ -7,9 +7,9 @@
 //! anything is created, the walk only descends into directories it has just created or found to
 //! be real directories, and files are opened with `O_NOFOLLOW`. A file that cannot be restored
 //! (a corrupt chunk, say) is reported and removed, and the others are still restored. A remote
-//! that stops answering (its retries spent) or refuses access ends the restore at once with that
-//! one error: every later read would fail the same way, each file after its own round of retries. Directory modes
-//! and times are applied last, deepest first.
+//! that stops answering (its retries spent) or refuses this client as a whole ends the restore at
+//! once with that one error: every later read would fail the same way, each file after its own
+//! round of retries. Directory modes and times are applied last, deepest first.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -107,12 +107,14 @@ pub fn restore(
     let bytes = AtomicU64::new(0);
     let errors = Mutex::new(Vec::new());
     let gone: Mutex<Option<Error>> = Mutex::new(None);
+    let refused = Refused::default();
     let (tx, rx) = bounded::<Vec<FileJob>>(2 * threads);
     let mut walk = RestoreWalk {
         reader,
         includes: &includes,
         overwrite: opts.overwrite,
         gone: &gone,
+        refused: &refused,
         tx,
         report: RestoreReport::default(),
         dirs: Vec::new(),
@@ -121,7 +123,7 @@ pub fn restore(
     let walked = std::thread::scope(|s| {
         for _ in 0..threads {
             let rx = rx.clone();
-            let (bytes, errors, gone) = (&bytes, &errors, &gone);
+            let (bytes, errors, gone, refused) = (&bytes, &errors, &gone, &refused);
             s.spawn(move || {
                 for job in rx.iter().flatten() {
                     // Drain what the walk queued before it saw the remote go.
@@ -132,7 +134,7 @@ pub fn restore(
                         Ok(n) => {
                             bytes.fetch_add(n, Ordering::Relaxed);
                         }
-                        Err(e) if remote_gone(reader, &e) => {
+                        Err(e) if refused.gone(reader, &e) => {
                             gone.lock()
                                 .expect("invariant: remote error lock")
                                 .get_or_insert(e);
@@ -177,20 +179,37 @@ pub fn restore(
     Ok(report)
 }
 
-/// True for an error after which no read from the remote is likely to succeed: it stopped
-/// answering and the backend's retries are spent, or it refuses this client as a whole
-/// (credentials expired or revoked, a policy changed), which no retry and no other pack will
-/// change. A refusal of one object (an unreadable pack file on a mounted drive) is asked about
-/// once more on the vault's config before it ends anything. A missing, short or unreadable pack
-/// is damage instead, reported against the files it breaks.
-fn remote_gone(reader: &BlobReader, e: &Error) -> bool {
-    match e {
-        Error::Backend(b) => match b.kind {
+/// Objects the remote refused while it still served the vault's config: damage to the files
+/// they break, not a reason to ask the remote again for each of those files.
+#[derive(Default)]
+struct Refused(Mutex<std::collections::HashSet<String>>);
+
+impl Refused {
+    /// True for an error after which no read from the remote is likely to succeed: it stopped
+    /// answering and the backend's retries are spent, or it refuses this client as a whole
+    /// (credentials expired or revoked, a policy changed), which no retry and no other pack will
+    /// change. A refusal of one object (an unreadable pack file on a mounted drive) is checked
+    /// once against the vault's config before it ends anything. A missing, short or unreadable
+    /// pack is damage instead, reported against the files it breaks.
+    fn gone(&self, reader: &BlobReader, e: &Error) -> bool {
+        let Error::Backend(b) = e else {
+            return false;
+        };
+        match b.kind {
             BackendErrorKind::Transient => true,
-            BackendErrorKind::Denied => reader.remote_refuses_us(),
+            BackendErrorKind::Denied => {
+                let mut known = self.0.lock().expect("invariant: refused-objects lock");
+                if known.contains(&b.object) {
+                    return false;
+                }
+                let whole = reader.remote_refuses_us();
+                if !whole {
+                    known.insert(b.object.clone());
+                }
+                whole
+            }
             _ => false,
-        },
-        _ => false,
+        }
     }
 }
 
@@ -250,8 +269,9 @@ struct RestoreWalk<'a> {
     reader: &'a BlobReader,
     includes: &'a [Vec<Vec<u8>>],
     overwrite: bool,
-    /// The remote's last error, once it has gone (see [`remote_gone`]): the walk stops.
+    /// The remote's last error, once it has gone (see [`Refused::gone`]): the walk stops.
     gone: &'a Mutex<Option<Error>>,
+    refused: &'a Refused,
     tx: crossbeam_channel::Sender<Vec<FileJob>>,
     report: RestoreReport,
     dirs: Vec<(PathBuf, Entry)>,
@@ -318,7 +338,7 @@ impl RestoreWalk<'_> {
                     match sub {
                         Ok(t) => self.dir(&t, &path, &rel_e, &format!("{shown_e}/"))?,
                         Err(err @ Error::UnsafeEntry { .. }) => return Err(err),
-                        Err(err) if remote_gone(self.reader, &err) => return Err(err),
+                        Err(err) if self.refused.gone(self.reader, &err) => return Err(err),
                         Err(err) => self
                             .report
                             .errors
