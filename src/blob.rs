@@ -77,22 +77,29 @@ const SAMPLE_BYTES: usize = 4096;
 /// as incompressible: it is stored raw without a whole-blob attempt.
 const SAMPLE_KEEP_PERCENT: usize = 97;
 
+/// The zstd level the samples are compressed at.
+const SAMPLE_LEVEL: i32 = 1;
+
 thread_local! {
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
-    static SAMPLER: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    /// One compressor per level used on this thread (the vault's level and [`SAMPLE_LEVEL`]).
+    static COMPRESSORS: RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
 fn compress(raw: &[u8], level: i32) -> Result<Vec<u8>> {
-    COMPRESSOR.with(|c| {
+    COMPRESSORS.with(|c| {
         let mut c = c.borrow_mut();
-        if c.as_ref().map(|(l, _)| *l) != Some(level) {
-            let comp = zstd::bulk::Compressor::new(level)
-                .map_err(|e| Error::Invalid(format!("zstd level {level}: {e}")))?;
-            *c = Some((level, comp));
-        }
-        let (_, comp) = c.as_mut().expect("invariant: compressor just set");
-        comp.compress(raw)
+        let i = match c.iter().position(|(l, _)| *l == level) {
+            Some(i) => i,
+            None => {
+                let comp = zstd::bulk::Compressor::new(level)
+                    .map_err(|e| Error::Invalid(format!("zstd level {level}: {e}")))?;
+                c.push((level, comp));
+                c.len() - 1
+            }
+        };
+        c[i].1
+            .compress(raw)
             .map_err(|e| Error::Invalid(format!("zstd compression failed: {e}")))
     })
 }
@@ -109,21 +116,8 @@ fn looks_incompressible(raw: &[u8]) -> Result<bool> {
     for i in 0..SAMPLES {
         sample.extend_from_slice(&raw[i * step..i * step + SAMPLE_BYTES]);
     }
-    SAMPLER.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_none() {
-            *c = Some(
-                zstd::bulk::Compressor::new(1)
-                    .map_err(|e| Error::Invalid(format!("zstd level 1: {e}")))?,
-            );
-        }
-        let packed = c
-            .as_mut()
-            .expect("invariant: sampler just set")
-            .compress(&sample)
-            .map_err(|e| Error::Invalid(format!("zstd compression failed: {e}")))?;
-        Ok(packed.len() * 100 >= sample.len() * SAMPLE_KEEP_PERCENT)
-    })
+    let packed = compress(&sample, SAMPLE_LEVEL)?;
+    Ok(packed.len() * 100 >= sample.len() * SAMPLE_KEEP_PERCENT)
 }
 
 fn decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
@@ -150,7 +144,7 @@ pub fn seal(
 }
 
 /// [`seal`] taking the plaintext's buffer, which becomes the stored bytes when compression does
-/// not shrink them (incompressible data is then not copied).
+/// not shrink them (incompressible data is then copied only by the sealing, if at all).
 pub fn seal_owned(
     crypto: &Crypto,
     id: BlobId,
