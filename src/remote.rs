@@ -122,7 +122,8 @@ impl RemotePacks {
         format!("{}/{}", self.backend.location(), pack_name(id))
     }
 
-    fn range(&self, id: &PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
+    /// `len` bytes of a pack from `offset`, in one range request.
+    pub fn range(&self, id: &PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let bytes = self
             .backend

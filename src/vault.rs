@@ -701,6 +701,22 @@ impl BlobReader {
         }
     }
 
+    /// `len` bytes of a pack from `offset`: a read of the file, or a range request to the remote
+    /// (verify reads packs in parts).
+    pub fn read_pack_range(&self, id: &PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        match &self.packs {
+            PackSource::Local(dir) => {
+                use std::os::unix::fs::FileExt;
+                let f = self.file(dir, id)?;
+                let mut buf = vec![0u8; len];
+                f.0.read_exact_at(&mut buf, offset)
+                    .at(pack::pack_path(dir, id))?;
+                Ok(buf)
+            }
+            PackSource::Remote(r) => r.range(id, offset, len),
+        }
+    }
+
     fn file(&self, dir: &Path, id: &PackId) -> Result<Arc<(File, u64)>> {
         let mut files = self
             .files

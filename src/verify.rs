@@ -2,9 +2,10 @@
 //!
 //! Structure (always): every manifest parses and matches its sha256 and its name; every tree and
 //! chunk a snapshot references is in the index, in a pack that exists with the recorded size; every
-//! tree decodes. Data (`--read-data`, or a sampled share of packs): each pack is read whole, its
-//! blake3 must equal its name, its trailer must parse, and every blob must decompress and hash to
-//! its id. Damage is then traced back through the snapshots' trees to the file paths it breaks.
+//! tree decodes. Data (`--read-data`, or a sampled share of packs): each pack's trailer must
+//! parse, every blob must decompress and hash to its id, and the pack, read from start to end in
+//! parts of about 8 MiB and hashed on the way, must hash to its name. Damage is then traced back
+//! through the snapshots' trees to the file paths it breaks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Range;
@@ -138,6 +139,8 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
     let no_damage = HashMap::new();
     let mut bad_blobs: HashMap<BlobId, PackId> = HashMap::new();
     let mut optimistic = None;
+    // Damaged packs whose every blob was read and found whole.
+    let mut blobs_intact: HashSet<PackId> = HashSet::new();
     if opts.read_data {
         let mut ids: Vec<PackId> = on_disk
             .keys()
@@ -165,6 +168,9 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
         let mut mismatched: HashMap<PackId, HashSet<PackEntry>> = HashMap::new();
         for (id, outcome) in results {
             if let Err((reason, blobs)) = outcome {
+                if reason == NO_BLOB_AFFECTED {
+                    blobs_intact.insert(id);
+                }
                 if reason == ROWS_MISMATCH {
                     // Which rows lie: the trailer again, and one more pass over the index,
                     // only for the packs whose digests disagreed.
@@ -191,7 +197,7 @@ pub fn verify(vault: &Vault, opts: &VerifyOptions, progress: &Progress) -> Resul
     let whole_pack_lost: HashSet<PackId> = damaged
         .keys()
         .copied()
-        .filter(|p| !bad_blobs.values().any(|q| q == p))
+        .filter(|p| !blobs_intact.contains(p) && !bad_blobs.values().any(|q| q == p))
         .collect();
     for loc in reader.locations().iter() {
         if whole_pack_lost.contains(&loc.pack) {
@@ -263,37 +269,252 @@ type PackOutcome = std::result::Result<(), PackFailure>;
 /// The reason given for a pack whose index rows disagree with its trailer.
 const ROWS_MISMATCH: &str = "the index rows do not match the pack's trailer (run `vault reindex`)";
 
-/// Raw bytes of blobs checked per work item: small enough that two threads share the last pack.
+/// The reason given for a pack whose blobs all check out but whose bytes do not hash to its id:
+/// damage outside every blob (its header, or bytes between blobs).
+const NO_BLOB_AFFECTED: &str = "pack bytes do not match the pack id (no blob is affected)";
+
+/// Raw bytes of blobs checked per work item: small enough that two threads share a pack.
 const BATCH_RAW_BYTES: u64 = 8 << 20;
 
-/// One pack being checked: read and parsed by one thread, its blobs checked by any.
+/// Stored bytes brought in by one read of a pack: one or more whole batches (a single batch may
+/// be larger). Remote reads are range requests, so they bring in more at once.
+const SEGMENT_BYTES_LOCAL: u64 = 8 << 20;
+const SEGMENT_BYTES_REMOTE: u64 = 16 << 20;
+
+/// Bytes of segments held at once (read, with batches not yet checked): most of verify's memory.
+/// The next segment is read only while this leaves room for it, or when nothing is held.
+const SEGMENTS_HELD_MAX: u64 = 24 << 20;
+
+/// Bytes hashed per read where no blob lies (the header, gaps, the trailer and footer).
+const GAP_READ_BYTES: u64 = 8 << 20;
+
+/// One pack being checked: read from start to end by one thread at a time, hashed on the way,
+/// its batches checked by any.
 struct PackWork {
     id: PackId,
-    bytes: Vec<u8>,
+    /// The trailer's entries in the trailer's order (the row digest takes the first of each id).
     entries: Vec<PackEntry>,
     hash_ok: AtomicBool,
+    /// Why the pack could not be read to its end.
+    failed: Mutex<Option<String>>,
     bad: Mutex<Vec<BlobId>>,
-    /// Work items not yet done; whoever finishes the last one records the outcome.
+    /// Batches not yet checked, plus one for the hash; whoever finishes the last records the
+    /// outcome.
     left: AtomicUsize,
 }
 
-enum Item {
-    Hash(Arc<PackWork>),
-    Blobs(Arc<PackWork>, Range<usize>),
+/// Bytes of one pack read at once, shared by the batches whose blobs lie in them.
+struct Segment {
+    work: Arc<PackWork>,
+    /// The pack offset of `bytes[0]`.
+    base: u64,
+    bytes: Vec<u8>,
+    /// Batches not yet checked; the last one gives the segment's memory back.
+    left: AtomicUsize,
+}
+
+/// Blobs to check: a run of a pack's entries in offset order.
+struct Batch {
+    segment: Arc<Segment>,
+    entries: Vec<PackEntry>,
+}
+
+/// The pack being read. Its bytes are hashed in order as they arrive, and each read is compared
+/// with what the trailer's reads saw, so the entries checked are those of the bytes hashed.
+struct Stream {
+    work: Arc<PackWork>,
+    len: u64,
+    /// Runs of entries in offset order with the bytes each needs; `next` is the first unread.
+    batches: Vec<(Range<u64>, Vec<PackEntry>)>,
+    next: usize,
+    /// Bytes before `pos` are hashed.
+    pos: u64,
+    hasher: blake3::Hasher,
+    /// The header, footer and trailer as first read: (offset, bytes).
+    seen: Vec<(u64, Vec<u8>)>,
+    /// Bytes of `seen` met again in the stream; `changed` when any differed.
+    matched: usize,
+    changed: bool,
+}
+
+impl Stream {
+    /// Reads a pack's trailer (header, footer and trailer: three small reads).
+    fn open(reader: &BlobReader, id: PackId, len: u64) -> std::result::Result<Self, String> {
+        let seen = std::cell::RefCell::new(Vec::new());
+        let entries = pack::read_trailer_with(reader.crypto(), len, "pack", |offset, n| {
+            let bytes = reader.read_pack_range(&id, offset, n)?;
+            seen.borrow_mut().push((offset, bytes.clone()));
+            Ok(bytes)
+        })
+        .map_err(|e| match e {
+            Error::Corrupt { reason, .. } => reason,
+            e => format!("cannot read: {}", e.full()),
+        })?;
+        let mut sorted = entries.clone();
+        sorted.sort_by_key(|e| e.offset);
+        let batches = batches(&sorted)
+            .into_iter()
+            .map(|r| {
+                let run = sorted[r].to_vec();
+                let start = run[0].offset;
+                let end = run
+                    .iter()
+                    .map(|e| e.offset + u64::from(e.stored_len))
+                    .max()
+                    .unwrap_or(start);
+                (start..end, run)
+            })
+            .collect::<Vec<_>>();
+        let work = Arc::new(PackWork {
+            id,
+            entries,
+            hash_ok: AtomicBool::new(false),
+            failed: Mutex::new(None),
+            bad: Mutex::new(Vec::new()),
+            left: AtomicUsize::new(batches.len() + 1),
+        });
+        Ok(Stream {
+            work,
+            len,
+            batches,
+            next: 0,
+            pos: 0,
+            hasher: blake3::Hasher::new(),
+            seen: seen.into_inner(),
+            matched: 0,
+            changed: false,
+        })
+    }
+
+    /// Batches not yet handed out, plus the hash: what a failed read leaves undone.
+    fn undone(&self) -> usize {
+        self.batches.len() - self.next + 1
+    }
+
+    /// Reads the next segment (batches whose bytes span at most `target`, at least one), hashing
+    /// whatever lies before it, and hands out its batches' entries. After the last one, hashes
+    /// the rest of the pack and records whether the pack's bytes match its id: then `done` is
+    /// true. Nothing is handed out unless the whole step succeeds.
+    #[allow(clippy::type_complexity)]
+    fn step(
+        &mut self,
+        reader: &BlobReader,
+        target: u64,
+    ) -> std::result::Result<(Option<(Segment, Vec<Vec<PackEntry>>)>, bool), String> {
+        let first = self.next;
+        let mut last = first;
+        let mut read = None;
+        if let Some((r, _)) = self.batches.get(first) {
+            let (start, mut end) = (r.start, r.end);
+            last += 1;
+            while let Some((r, _)) = self.batches.get(last) {
+                let grown = end.max(r.end);
+                if grown - start > target {
+                    break;
+                }
+                (end, last) = (grown, last + 1);
+            }
+            self.hash_through(reader, start)?;
+            let (start, end) = (start.min(self.pos), end.max(self.pos));
+            let bytes = self.read(reader, start, end - start)?;
+            self.absorb(start, &bytes);
+            read = Some((start, bytes));
+        }
+        let done = last == self.batches.len();
+        if done {
+            self.hash_through(reader, self.len)?;
+            let seen: usize = self.seen.iter().map(|(_, b)| b.len()).sum();
+            if self.changed || self.matched != seen {
+                return Err("the pack changed while it was read".into());
+            }
+            let ok = self.hasher.finalize().as_bytes() == &self.work.id.0;
+            self.work.hash_ok.store(ok, Ordering::Release);
+        }
+        self.next = last;
+        let segment = read.map(|(base, bytes)| {
+            let runs: Vec<Vec<PackEntry>> = self.batches[first..last]
+                .iter_mut()
+                .map(|(_, run)| std::mem::take(run))
+                .collect();
+            let segment = Segment {
+                work: self.work.clone(),
+                base,
+                bytes,
+                left: AtomicUsize::new(runs.len()),
+            };
+            (segment, runs)
+        });
+        Ok((segment, done))
+    }
+
+    fn read(
+        &self,
+        reader: &BlobReader,
+        offset: u64,
+        n: u64,
+    ) -> std::result::Result<Vec<u8>, String> {
+        reader
+            .read_pack_range(&self.work.id, offset, n as usize)
+            .map_err(|e| format!("cannot read: {}", e.full()))
+    }
+
+    /// Hashes the bytes up to `end`, in reads of at most [`GAP_READ_BYTES`].
+    fn hash_through(&mut self, reader: &BlobReader, end: u64) -> std::result::Result<(), String> {
+        while self.pos < end {
+            let n = (end - self.pos).min(GAP_READ_BYTES);
+            let bytes = self.read(reader, self.pos, n)?;
+            self.absorb(self.pos, &bytes);
+        }
+        Ok(())
+    }
+
+    /// Hashes the part of `bytes` (read from `start`) beyond `pos`, and compares it with the
+    /// trailer's reads where they overlap.
+    fn absorb(&mut self, start: u64, bytes: &[u8]) {
+        let skip = (self.pos - start) as usize;
+        let Some(new) = bytes.get(skip..).filter(|b| !b.is_empty()) else {
+            return;
+        };
+        self.hasher.update(new);
+        let (at, end) = (self.pos, self.pos + new.len() as u64);
+        for (offset, old) in &self.seen {
+            let from = at.max(*offset);
+            let to = end.min(offset + old.len() as u64);
+            if from < to {
+                let a = &new[(from - at) as usize..(to - at) as usize];
+                let b = &old[(from - offset) as usize..(to - offset) as usize];
+                self.changed |= a != b;
+                self.matched += a.len();
+            }
+        }
+        self.pos = end;
+    }
+}
+
+/// What a thread does next.
+enum Job {
+    Open(PackId),
+    Read(Box<Stream>),
+    Check(Batch),
 }
 
 #[derive(Default)]
 struct Queue {
     next_pack: usize,
-    /// Packs read but with items still running: at most `in_flight_max`, which bounds memory.
-    in_flight: usize,
-    items: VecDeque<Item>,
+    /// The pack being read, unless a thread holds it to read it.
+    stream: Option<Box<Stream>>,
+    reading: bool,
+    /// Bytes of segments in memory.
+    held: u64,
+    batches: VecDeque<Batch>,
+    finished: usize,
 }
 
-/// Checks every pack in `ids` on `threads` threads. A thread takes a queued item first, else
-/// reads the next pack (when fewer than half as many packs as threads are in memory) and queues
-/// its items: the
-/// pack hash and batches of [`BATCH_RAW_BYTES`] of blobs, so no thread idles on the last pack.
+/// Checks every pack in `ids` on `threads` threads. The packs are read one after the other, in
+/// segments, by whichever thread is free while less than [`SEGMENTS_HELD_MAX`] is held, and
+/// hashed as they are read; the blobs are checked in batches of [`BATCH_RAW_BYTES`] by any
+/// thread. So the next pack is read while the last one's blobs are checked, and no thread idles
+/// on a read or on the last batch of a pack.
 fn read_packs(
     reader: &BlobReader,
     ids: &[PackId],
@@ -309,92 +530,131 @@ fn read_packs(
     } else {
         threads
     };
-    // Packs in memory at once: half the threads (one on two cores), since every thread works on
-    // any pack's items; a pack is up to 32 MiB, so this is most of verify's memory.
-    let in_flight_max = threads.div_ceil(2);
+    let target = if reader.is_remote() {
+        SEGMENT_BYTES_REMOTE
+    } else {
+        SEGMENT_BYTES_LOCAL
+    };
     let queue = Mutex::new(Queue::default());
     let wake = Condvar::new();
     let out = Mutex::new(Vec::with_capacity(ids.len()));
-    let finish = |work: &PackWork| {
-        let outcome = pack_outcome(work, rows.get(&work.id));
-        progress.inc(sizes.get(&work.id).copied().unwrap_or(0));
+    let size = |id: &PackId| sizes.get(id).copied().unwrap_or(0);
+    let record = |id: PackId, outcome: PackOutcome| {
+        progress.inc(size(&id));
         out.lock()
             .expect("invariant: result lock")
-            .push((work.id, outcome));
-        queue.lock().expect("invariant: queue lock").in_flight -= 1;
+            .push((id, outcome));
+        queue.lock().expect("invariant: queue lock").finished += 1;
         wake.notify_all();
     };
-    let done_one = |work: &Arc<PackWork>| {
-        if work.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            finish(work);
+    // Only on failure: which blobs the index places in this pack.
+    let indexed = |id: &PackId| -> Vec<BlobId> {
+        reader
+            .locations()
+            .iter()
+            .filter(|l| l.pack == *id)
+            .map(|l| l.entry.id)
+            .collect()
+    };
+    let done = |work: &PackWork, n: usize| {
+        if work.left.fetch_sub(n, Ordering::AcqRel) == n {
+            let failed = work.failed.lock().expect("invariant: failed lock").take();
+            let outcome = match failed {
+                Some(reason) => Err((reason, indexed(&work.id))),
+                None => pack_outcome(work, rows.get(&work.id)),
+            };
+            record(work.id, outcome);
         }
     };
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
-                enum Next {
-                    Item(Item),
-                    Pack(PackId),
-                }
-                let next = {
+                let job = {
                     let mut q = queue.lock().expect("invariant: queue lock");
                     loop {
-                        if let Some(item) = q.items.pop_front() {
-                            break Some(Next::Item(item));
+                        let more = q.stream.is_some() || q.next_pack < ids.len();
+                        if !q.reading
+                            && more
+                            && (q.held == 0 || q.held + target <= SEGMENTS_HELD_MAX)
+                        {
+                            q.reading = true;
+                            break Some(match q.stream.take() {
+                                Some(s) => Job::Read(s),
+                                None => {
+                                    q.next_pack += 1;
+                                    Job::Open(ids[q.next_pack - 1])
+                                }
+                            });
                         }
-                        if q.next_pack < ids.len() && q.in_flight < in_flight_max {
-                            q.next_pack += 1;
-                            q.in_flight += 1;
-                            break Some(Next::Pack(ids[q.next_pack - 1]));
+                        if let Some(b) = q.batches.pop_front() {
+                            break Some(Job::Check(b));
                         }
-                        if q.next_pack >= ids.len() && q.in_flight == 0 {
+                        if q.finished == ids.len() {
                             break None;
                         }
                         q = wake.wait(q).expect("invariant: queue lock");
                     }
                 };
-                match next {
+                match job {
                     None => break,
-                    Some(Next::Item(Item::Hash(work))) => {
-                        let ok = blake3::hash(&work.bytes).as_bytes() == &work.id.0;
-                        work.hash_ok.store(ok, Ordering::Release);
-                        done_one(&work);
-                    }
-                    Some(Next::Item(Item::Blobs(work, range))) => {
-                        let bad = check_blobs(reader, &work.bytes, &work.entries[range]);
-                        if !bad.is_empty() {
-                            work.bad.lock().expect("invariant: bad lock").extend(bad);
-                        }
-                        done_one(&work);
-                    }
-                    Some(Next::Pack(id)) => match open_pack(reader, &id) {
-                        Err(failed) => {
-                            progress.inc(sizes.get(&id).copied().unwrap_or(0));
-                            out.lock()
-                                .expect("invariant: result lock")
-                                .push((id, Err(failed)));
-                            queue.lock().expect("invariant: queue lock").in_flight -= 1;
-                            wake.notify_all();
-                        }
-                        Ok((bytes, entries)) => {
-                            let batches = batches(&entries);
-                            let work = Arc::new(PackWork {
-                                id,
-                                bytes,
-                                entries,
-                                hash_ok: AtomicBool::new(false),
-                                bad: Mutex::new(Vec::new()),
-                                left: AtomicUsize::new(batches.len() + 1),
-                            });
+                    Some(Job::Open(id)) => match Stream::open(reader, id, size(&id)) {
+                        Ok(stream) => {
                             let mut q = queue.lock().expect("invariant: queue lock");
-                            q.items.push_back(Item::Hash(work.clone()));
-                            for b in batches {
-                                q.items.push_back(Item::Blobs(work.clone(), b));
-                            }
+                            (q.stream, q.reading) = (Some(Box::new(stream)), false);
                             drop(q);
                             wake.notify_all();
                         }
+                        Err(reason) => {
+                            queue.lock().expect("invariant: queue lock").reading = false;
+                            record(id, Err((reason, indexed(&id))));
+                        }
                     },
+                    Some(Job::Read(mut stream)) => match stream.step(reader, target) {
+                        Ok((segment, finished)) => {
+                            let work = stream.work.clone();
+                            let mut q = queue.lock().expect("invariant: queue lock");
+                            if let Some((segment, runs)) = segment {
+                                q.held += segment.bytes.len() as u64;
+                                let segment = Arc::new(segment);
+                                for entries in runs {
+                                    q.batches.push_back(Batch {
+                                        segment: segment.clone(),
+                                        entries,
+                                    });
+                                }
+                            }
+                            q.reading = false;
+                            if !finished {
+                                q.stream = Some(stream);
+                            }
+                            drop(q);
+                            wake.notify_all();
+                            if finished {
+                                done(&work, 1);
+                            }
+                        }
+                        Err(reason) => {
+                            let work = stream.work.clone();
+                            *work.failed.lock().expect("invariant: failed lock") = Some(reason);
+                            queue.lock().expect("invariant: queue lock").reading = false;
+                            wake.notify_all();
+                            done(&work, stream.undone());
+                        }
+                    },
+                    Some(Job::Check(batch)) => {
+                        let segment = &batch.segment;
+                        let bad = check_blobs(reader, &segment.bytes, segment.base, &batch.entries);
+                        if !bad.is_empty() {
+                            let mut all = segment.work.bad.lock().expect("invariant: bad lock");
+                            all.extend(bad);
+                        }
+                        if segment.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            queue.lock().expect("invariant: queue lock").held -=
+                                segment.bytes.len() as u64;
+                            wake.notify_all();
+                        }
+                        done(&segment.work, 1);
+                    }
                 }
             });
         }
@@ -402,15 +662,16 @@ fn read_packs(
     out.into_inner().expect("invariant: result lock")
 }
 
-/// Splits a pack's entries into runs of about [`BATCH_RAW_BYTES`] of plaintext.
+/// Splits entries (in offset order) into runs of about [`BATCH_RAW_BYTES`] of plaintext, or of
+/// stored bytes where those are more.
 fn batches(entries: &[PackEntry]) -> Vec<Range<usize>> {
     let mut out = Vec::new();
-    let (mut start, mut raw) = (0, 0u64);
+    let (mut start, mut bytes) = (0, 0u64);
     for (i, e) in entries.iter().enumerate() {
-        raw += u64::from(e.raw_len);
-        if raw >= BATCH_RAW_BYTES {
+        bytes += u64::from(e.raw_len.max(e.stored_len));
+        if bytes >= BATCH_RAW_BYTES {
             out.push(start..i + 1);
-            (start, raw) = (i + 1, 0);
+            (start, bytes) = (i + 1, 0);
         }
     }
     if start < entries.len() {
@@ -419,35 +680,12 @@ fn batches(entries: &[PackEntry]) -> Vec<Range<usize>> {
     out
 }
 
-/// Reads a pack whole and parses its trailer.
-fn open_pack(
-    reader: &BlobReader,
-    id: &PackId,
-) -> std::result::Result<(Vec<u8>, Vec<PackEntry>), PackFailure> {
-    // Only on failure: which blobs the index places in this pack.
-    let indexed = || -> Vec<BlobId> {
-        reader
-            .locations()
-            .iter()
-            .filter(|l| l.pack == *id)
-            .map(|l| l.entry.id)
-            .collect()
-    };
-    let bytes = reader
-        .read_pack(id)
-        .map_err(|e| (format!("cannot read: {}", e.full()), indexed()))?;
-    match pack::parse_pack(reader.crypto(), &bytes) {
-        Ok(entries) => Ok((bytes, entries)),
-        Err(reason) => Err((reason, indexed())),
-    }
-}
-
-/// The blobs among `entries` that do not open to their ids. A data blob larger than any chunk is
+/// The blobs among `entries` that do not open to their ids; `bytes` hold the pack from `base`. A data blob larger than any chunk is
 /// refused unopened, as readers refuse it ([`blob::MAX_DATA_BLOB_RAW_BYTES`]).
-fn check_blobs(reader: &BlobReader, bytes: &[u8], entries: &[PackEntry]) -> Vec<BlobId> {
+fn check_blobs(reader: &BlobReader, bytes: &[u8], base: u64, entries: &[PackEntry]) -> Vec<BlobId> {
     let mut bad = Vec::new();
     for e in entries {
-        let start = e.offset as usize;
+        let start = (e.offset - base) as usize;
         let stored = &bytes[start..start + e.stored_len as usize];
         let too_big = e.kind == BlobKind::Data && e.raw_len > blob::MAX_DATA_BLOB_RAW_BYTES;
         if too_big || blob::open(reader.crypto(), &e.id, e.compression, e.raw_len, stored).is_err()
@@ -502,10 +740,7 @@ fn pack_outcome(work: &PackWork, rows: Option<&RowDigest>) -> PackOutcome {
     match (work.hash_ok.load(Ordering::Acquire), bad.is_empty()) {
         (true, true) => Ok(()),
         (_, false) => Err((format!("{} blob(s) fail their hash check", bad.len()), bad)),
-        (false, true) => Err((
-            "pack bytes do not match the pack id (no blob is affected)".into(),
-            Vec::new(),
-        )),
+        (false, true) => Err((NO_BLOB_AFFECTED.into(), Vec::new())),
     }
 }
 
