@@ -117,6 +117,12 @@ impl RemotePacks {
         matches!(self.backend.stat("config.json"), Err(e) if e.kind == BackendErrorKind::Denied)
     }
 
+    /// Whether the remote answers a `stat` of the vault's `config.json`: it is reachable and
+    /// serves this client, so an object it refused is refused alone.
+    pub fn serves_config(&self) -> bool {
+        self.backend.stat("config.json").is_ok()
+    }
+
     /// A pack's name for messages.
     pub fn label(&self, id: &PackId) -> String {
         format!("{}/{}", self.backend.location(), pack_name(id))

@@ -73,6 +73,9 @@ pub struct Vault {
     /// The index's location map with the index version it was read at: the gates run twice per
     /// snapshot and each needs a reader, which would otherwise read every row again.
     locations: Mutex<Option<(IndexVersion, Locations)>>,
+    /// Remote packs the last reconcile could not read while the remote still served the vault's
+    /// config: left out of the index and tried again at the next open (see [`Vault::reconcile`]).
+    unread_packs: Vec<String>,
 }
 
 type IndexVersion = (i64, u64);
@@ -240,6 +243,7 @@ impl Vault {
             lock: Some(lock),
             trees: Arc::default(),
             locations: Mutex::new(None),
+            unread_packs: Vec::new(),
         };
         if mode.writes() || index_missing {
             v.reconcile()?;
@@ -337,12 +341,27 @@ impl Vault {
         // deleted one, `vault reindex`) appears whole or not at all, since readers trust a
         // non-empty index to hold every pack a manifest needs.
         let mut read: Vec<(PackId, u64, Vec<pack::PackEntry>)> = Vec::new();
+        self.unread_packs.clear();
         for (id, size) in &on_disk {
             if indexed.get(id) != Some(size) {
                 match self.read_trailer(id, *size) {
                     Ok(entries) => read.push((*id, *size, entries)),
-                    // A remote that fails (after its retries) is an error, not a damaged pack.
-                    Err(e @ Error::Backend(_)) => return Err(e),
+                    // A remote that fails (after its retries) is an error, not a damaged pack;
+                    // but one object it will not serve, while it still serves the vault's
+                    // config, must not keep every other pack from being read: that pack is
+                    // left out, named, and tried again at the next open. Readers then find its
+                    // blobs missing and report the files they break; prune refuses to run.
+                    Err(e @ Error::Backend(_)) => {
+                        if !self.remote_serves_config() {
+                            return Err(e);
+                        }
+                        self.unread_packs.push(format!(
+                            "pack {} on the remote could not be read, so the files whose data \
+                             it holds cannot be restored until a later run reads it: {}",
+                            id,
+                            e.full()
+                        ));
+                    }
                     // A pack whose trailer does not parse is left for `verify` to report.
                     Err(_) => {}
                 }
@@ -363,6 +382,20 @@ impl Vault {
         self.index.remove_packs(&vanished)?;
         r.packs_dropped += vanished.len();
         Ok(r)
+    }
+
+    /// Packs of the remote that opening this mirror could not read (empty for a local vault),
+    /// one message each.
+    pub fn unread_packs(&self) -> &[String] {
+        &self.unread_packs
+    }
+
+    /// Whether the packs are on a remote that still answers for the vault's `config.json`.
+    fn remote_serves_config(&self) -> bool {
+        match &self.packs {
+            PackSource::Remote(r) => r.serves_config(),
+            PackSource::Local(_) => false,
+        }
     }
 
     /// Rebuilds the index from pack trailers alone.

@@ -65,6 +65,8 @@ pub struct Faulty<B> {
     count: AtomicU64,
     rng: Mutex<u64>,
     failed: AtomicU64,
+    /// Calls per object name (or list prefix).
+    per_name: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl<B: Backend> Faulty<B> {
@@ -76,12 +78,19 @@ impl<B: Backend> Faulty<B> {
             count: AtomicU64::new(0),
             rng: Mutex::new(seed ^ 0x9e37_79b9_7f4a_7c15),
             failed: AtomicU64::new(0),
+            per_name: Mutex::default(),
         }
     }
 
     /// Calls made so far.
     pub fn calls(&self) -> u64 {
         self.count.load(Ordering::SeqCst)
+    }
+
+    /// Calls made so far about the object `name`, failed or not.
+    pub fn calls_to(&self, name: &str) -> u64 {
+        let per_name = self.per_name.lock().expect("invariant: per-name lock");
+        per_name.get(name).copied().unwrap_or(0)
     }
 
     /// Calls failed so far.
@@ -128,6 +137,12 @@ impl<B: Backend> Faulty<B> {
         write: bool,
         f: impl FnOnce() -> BackendResult<T>,
     ) -> BackendResult<T> {
+        *self
+            .per_name
+            .lock()
+            .expect("invariant: per-name lock")
+            .entry(name.to_string())
+            .or_default() += 1;
         if self.faults.denied.contains(name)
             && self.count.load(Ordering::SeqCst) >= self.faults.denied_after
         {

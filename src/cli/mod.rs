@@ -103,6 +103,9 @@ impl Ctx {
             .clone()
             .unwrap_or_else(crate::remote::default_cache_base);
         let vault = crate::remote::open(backend, &cache, self.wait, &self.secrets)?;
+        for w in vault.unread_packs() {
+            eprintln!("warning: {w}");
+        }
         Ok(self.with_file_gates(vault))
     }
 

@@ -413,6 +413,21 @@ fn ntfs_drive_unmounted_mid_push_fails_it_in_one_line_and_the_push_resumes_after
     assert_same_tree(&data, &out.join("data"), &[]);
 }
 
+/// Pushes the fixture's vault to a `file://` remote (a mounted drive); returns its directory.
+fn push_to_a_directory(f: &Fixture) -> PathBuf {
+    let remote = f.path("usb/AtlasVault");
+    let cfg = f.path("vault.toml");
+    fs::write(&cfg, format!("vault = \"{}\"\n", f.vault().display())).unwrap();
+    let with_config = || f.cmd().arg("--config").arg(&cfg);
+    with_config()
+        .args(["remote", "add", "usb"])
+        .arg(format!("file://{}", remote.display()))
+        .run()
+        .success();
+    with_config().arg("push").run().success();
+    remote
+}
+
 /// A remote that refuses one pack (an unreadable file on a mounted drive, a policy on one
 /// object) is not a remote that refuses us: the restore reports the files that pack breaks and
 /// restores the rest. Refused as a whole (the vault's config refused too), it ends at once.
@@ -437,28 +452,17 @@ fn one_refused_pack_breaks_its_files_only_and_a_wholly_refusing_remote_ends_the_
     let b = first_chunk(&f.vault(), "latest", "data/b.bin");
     let a = first_chunk(&f.vault(), "latest", "data/a.bin");
     assert_ne!(a.pack, b.pack, "test setup: a.bin and b.bin share a pack");
-    let remote = f.path("usb/AtlasVault");
-    let cfg = f.path("vault.toml");
-    fs::write(&cfg, format!("vault = \"{}\"\n", f.vault().display())).unwrap();
-    let with_config = || f.cmd().arg("--config").arg(&cfg);
-    with_config()
-        .args(["remote", "add", "usb"])
-        .arg(format!("file://{}", remote.display()))
-        .run()
-        .success();
-    with_config().arg("push").run().success();
+    let remote = push_to_a_directory(&f);
     let b_object = format!("packs/{}/{}.pack", &b.pack_hex[..2], b.pack_hex);
     assert!(remote.join(&b_object).is_file(), "{b_object} on the remote");
 
     let secrets = SecretSource::from_env_and(Some(f.password_file()), None);
-    let attempt = |faults: Faults, name: &str| {
-        // The mirror is opened first without faults: opening reads every new pack's trailer.
-        let cache = f.path(format!("cache-{name}"));
-        let plain: DynBackend = Arc::new(LocalBackend::create(&remote).unwrap());
-        atlasvault::remote::open(plain, &cache, None, &secrets).unwrap();
+    let open = |faults: Faults, cache: &str| {
         let local = LocalBackend::create(&remote).unwrap();
         let backend: DynBackend = Arc::new(Faulty::new(local, faults));
-        let vault = atlasvault::remote::open(backend, &cache, None, &secrets).unwrap();
+        atlasvault::remote::open(backend, &f.path(cache), None, &secrets)
+    };
+    let restore_latest = |vault: &atlasvault::Vault, name: &str| {
         let (_, manifest) = vault.resolve("latest").unwrap();
         let reader = vault.blob_reader().unwrap();
         let target = f.path(format!("out-{name}"));
@@ -472,25 +476,58 @@ fn one_refused_pack_breaks_its_files_only_and_a_wholly_refusing_remote_ends_the_
             target,
         )
     };
-
-    let one = Faults {
+    let attempt = |faults: Faults, name: &str| {
+        // The mirror is opened first without faults: opening reads every new pack's trailer.
+        let cache = format!("cache-{name}");
+        open(Faults::default(), &cache).unwrap();
+        restore_latest(&open(faults, &cache).unwrap(), name)
+    };
+    let b_refused = || Faults {
         denied: [b_object.clone()].into(),
         ..Faults::default()
     };
-    let (report, target) = attempt(one, "one");
+    let assert_only_b_broken = |report: &atlasvault::restore::RestoreReport, target: &Path| {
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        assert!(
+            report.errors[0].starts_with("data/b.bin: "),
+            "{:?}",
+            report.errors
+        );
+        assert!(!target.join("data/b.bin").exists(), "no partial b.bin");
+        assert_eq!(
+            file_hash(&target.join("data/a.bin")),
+            file_hash(&data.join("a.bin"))
+        );
+    };
+
+    let (report, target) = attempt(b_refused(), "one");
     let report = report.expect("one refused pack does not end the restore");
-    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
-    assert!(
-        report.errors[0].starts_with("data/b.bin: "),
-        "{:?}",
-        report.errors
-    );
+    assert_only_b_broken(&report, &target);
     assert!(report.errors[0].contains("refus"), "{:?}", report.errors);
-    assert!(!target.join("data/b.bin").exists(), "no partial b.bin");
-    assert_eq!(
-        file_hash(&target.join("data/a.bin")),
-        file_hash(&data.join("a.bin"))
+
+    // A new mirror whose first open meets the refusal: the other packs are indexed, the refused
+    // one is named and left out, and the restore brings back what the others hold.
+    let vault = open(b_refused(), "cache-first")
+        .expect("one refused pack does not fail the mirror's first open");
+    assert_eq!(vault.unread_packs().len(), 1, "{:?}", vault.unread_packs());
+    assert!(
+        vault.unread_packs()[0].contains(&b.pack_hex),
+        "{:?}",
+        vault.unread_packs()
     );
+    let (report, target) = restore_latest(&vault, "first");
+    assert_only_b_broken(&report.expect("the restore runs"), &target);
+    drop(vault);
+    // The next open, with the pack served again, reads it, and b.bin restores.
+    let vault = open(Faults::default(), "cache-first").unwrap();
+    assert!(
+        vault.unread_packs().is_empty(),
+        "{:?}",
+        vault.unread_packs()
+    );
+    let (report, target) = restore_latest(&vault, "first-again");
+    assert!(report.unwrap().errors.is_empty());
+    assert_same_tree(&data, &target.join("data"), &[]);
 
     // The same pack refused, and the vault's config too once the mirror is open: the remote
     // refuses us as a whole. How many calls opening an up-to-date mirror makes is counted first.
@@ -519,5 +556,63 @@ fn one_refused_pack_breaks_its_files_only_and_a_wholly_refusing_remote_ends_the_
     assert!(
         matches!(&err, atlasvault::Error::Backend(b) if b.kind == BackendErrorKind::Denied),
         "{err}"
+    );
+}
+
+/// A pack refused while the remote still serves the vault's config is remembered: the files it
+/// breaks do not each ask the remote again whether it refuses us as a whole.
+#[test]
+fn a_refused_pack_is_checked_against_the_config_once_not_once_per_file() {
+    use atlasvault::backend::fault::{Faults, Faulty};
+    use atlasvault::backend::local::LocalBackend;
+    use atlasvault::backend::DynBackend;
+    use atlasvault::keys::SecretSource;
+    use atlasvault::progress::Progress;
+    use atlasvault::restore::{restore, RestoreOptions};
+    use std::sync::Arc;
+
+    let f = Fixture::with_vault();
+    let data = f.path("data");
+    fs::create_dir(&data).unwrap();
+    // Five 8 MiB files: the first pack holds the first four files' data and no trees.
+    for i in 0..5 {
+        write_random_file(&data.join(format!("f{i}.bin")), 30 + i, 8 * MIB);
+    }
+    f.snapshot(&data);
+    let first = first_chunk(&f.vault(), "latest", "data/f0.bin");
+    let remote = push_to_a_directory(&f);
+    let object = format!("packs/{}/{}.pack", &first.pack_hex[..2], first.pack_hex);
+
+    let secrets = SecretSource::from_env_and(Some(f.password_file()), None);
+    let cache = f.path("cache");
+    let plain: DynBackend = Arc::new(LocalBackend::create(&remote).unwrap());
+    atlasvault::remote::open(plain, &cache, None, &secrets).unwrap();
+    let faults = Faults {
+        denied: [object].into(),
+        ..Faults::default()
+    };
+    let faulty = Arc::new(Faulty::new(LocalBackend::create(&remote).unwrap(), faults));
+    let backend: DynBackend = faulty.clone();
+    let vault = atlasvault::remote::open(backend, &cache, None, &secrets).unwrap();
+    let (_, manifest) = vault.resolve("latest").unwrap();
+    let reader = vault.blob_reader().unwrap();
+    let opts = RestoreOptions {
+        target: f.path("out"),
+        threads: 2,
+        ..RestoreOptions::default()
+    };
+    let asked_before = faulty.calls_to("config.json");
+    let report = restore(&reader, &manifest, &opts, &Progress::hidden())
+        .expect("one refused pack does not end the restore");
+    assert!(report.errors.len() >= 4, "{:?}", report.errors);
+    assert!(
+        report.errors.iter().all(|e| e.contains("refus")),
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(
+        faulty.calls_to("config.json") - asked_before,
+        1,
+        "the config is asked about once for one refused pack"
     );
 }
