@@ -22,6 +22,22 @@ fn two_snapshots(f: &Fixture) -> (PathBuf, String, String) {
     (data, first, second)
 }
 
+/// Runs `verify --read-data --json`, which must find the vault damaged (exit 4) in exactly the
+/// pack `pack_hex`; returns that pack's report.
+fn the_damaged_pack(f: &Fixture, pack_hex: &str) -> Value {
+    let report = f
+        .cmd()
+        .args(["verify", "--read-data", "--json"])
+        .run()
+        .code(4)
+        .json();
+    assert_eq!(report["clean"], false);
+    let damaged = report["report"]["damaged_packs"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{report:#}");
+    assert_eq!(damaged[0]["pack"], pack_hex, "{report:#}");
+    damaged[0].clone()
+}
+
 #[test]
 fn flipped_byte_is_found_by_verify_and_restore_keeps_the_rest() {
     let f = Fixture::with_vault();
@@ -47,17 +63,8 @@ fn flipped_byte_is_found_by_verify_and_restore_keeps_the_rest() {
         run.stdout
     );
 
-    let report = f
-        .cmd()
-        .args(["verify", "--read-data", "--json"])
-        .run()
-        .code(4)
-        .json();
-    assert_eq!(report["clean"], false);
-    let damaged = report["report"]["damaged_packs"].as_array().unwrap();
-    assert_eq!(damaged.len(), 1, "{report:#}");
-    assert_eq!(damaged[0]["pack"], b.pack_hex.as_str());
-    let paths: Vec<&str> = damaged[0]["paths"]
+    let damaged = the_damaged_pack(&f, &b.pack_hex);
+    let paths: Vec<&str> = damaged["paths"]
         .as_array()
         .unwrap()
         .iter()
@@ -66,7 +73,7 @@ fn flipped_byte_is_found_by_verify_and_restore_keeps_the_rest() {
     assert_eq!(
         paths,
         [format!("{}:data/b.bin", &second[..8])],
-        "{report:#}"
+        "{damaged:#}"
     );
 
     // Restore the damaged snapshot: everything but b.bin comes back, b.bin is not left behind.
@@ -222,21 +229,7 @@ fn damage_anywhere_in_a_pack_read_in_parts_is_found() {
         "test setup: the last chunk is not in the third part"
     );
     f.cmd().args(["verify", "--read-data"]).run().success();
-    let verdict = |f: &Fixture| {
-        let report = f
-            .cmd()
-            .args(["verify", "--read-data", "--json"])
-            .run()
-            .code(4)
-            .json();
-        let damaged = report["report"]["damaged_packs"]
-            .as_array()
-            .unwrap()
-            .clone();
-        assert_eq!(damaged.len(), 1, "{report:#}");
-        assert_eq!(damaged[0]["pack"], chunks[0].pack_hex.as_str());
-        damaged[0].clone()
-    };
+    let verdict = |f: &Fixture| the_damaged_pack(f, &chunks[0].pack_hex);
 
     let at = last.offset + u64::from(last.stored_len) / 2;
     flip_byte(&pack, at);
