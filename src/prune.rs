@@ -404,7 +404,9 @@ fn walk(
             continue;
         }
         out.insert(id);
-        for e in reader.tree(&id)?.entries {
+        let (tree, lists) = reader.tree_lists(&id)?;
+        out.extend(lists.values().map(|r| *r.blob()));
+        for e in tree.entries {
             match e.node {
                 Node::File { chunks } => out.extend(chunks),
                 Node::Dir { subtree } => stack.push(subtree),

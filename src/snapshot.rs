@@ -44,7 +44,7 @@ use crate::scan::{estimate_total, Root, Scan, Scanned};
 use crate::sparse::SparseReader;
 use crate::stream::{self, StreamSource};
 use crate::template::{self, TemplatePolicy, DEFAULT_TEMPLATE_ONLY_GLOBS, TEMPLATE_MAX_BYTES};
-use crate::tree::{Entry, Node, Tree};
+use crate::tree::{self, Entry, ListRef, Lists, Node, Tree, LIST_MIN_CHUNKS};
 use crate::vault::{BlobReader, Vault};
 
 /// File jobs queued ahead of the workers.
@@ -107,6 +107,10 @@ impl Known {
                 .lock()
                 .expect("invariant: known-set lock is not poisoned")
                 .insert(id)
+    }
+
+    fn contains(&self, id: &BlobId) -> bool {
+        self.contains_all(std::slice::from_ref(id))
     }
 
     fn contains_all(&self, ids: &[BlobId]) -> bool {
@@ -273,7 +277,7 @@ pub fn snapshot_scanned(
     let parent = find_parent(vault, &path_strings)?;
     let reader = vault.blob_reader()?;
     let parent_root = match &parent {
-        Some((_, m)) if !opts.no_parent => reader.tree(&m.tree).ok(),
+        Some((_, m)) if !opts.no_parent => reader.tree_lists(&m.tree).ok(),
         _ => None,
     };
 
@@ -522,7 +526,7 @@ enum Pending {
 struct OpenDir {
     depth: usize,
     entry: Entry,
-    parent: Option<Tree>,
+    parent: Option<(Tree, Lists)>,
     entries: Vec<Pending>,
 }
 
@@ -547,12 +551,12 @@ impl Walker<'_> {
         &mut self,
         roots: &[Root],
         streams: &[StreamSource],
-        parent_root: Option<&Tree>,
+        parent_root: Option<&(Tree, Lists)>,
     ) -> std::result::Result<BlobId, Stop> {
         let mut top = Vec::new();
         for root in roots {
             self.root = root.path.clone();
-            let parent_entry = parent_root.and_then(|t| t.get(&root.name));
+            let parent_entry = parent_root.and_then(|(t, _)| t.get(&root.name));
             if root.meta.is_dir() {
                 let parent_tree = self.parent_subtree(parent_entry);
                 let subtree = self.walk_dir(root, parent_tree)?;
@@ -564,16 +568,22 @@ impl Walker<'_> {
             }
         }
         for st in streams {
-            let entry = self.snapshot_stream(st)?;
+            let parent = parent_root.and_then(|(t, _)| t.get(st.name.as_bytes()));
+            let parent = self.parent_subtree(parent);
+            let entry = self.snapshot_stream(st, parent.as_ref())?;
             top.push(Pending::Ready(entry));
         }
         let mut tree = self.finish_entries(top)?;
-        self.put_tree(&mut tree)
+        self.put_tree(&mut tree, parent_root)
     }
 
     /// Reads one dump stream through a chunker of its own (on this thread: the compressors and
     /// the writer still run in parallel) and returns its root entry, `NAME/FILE`.
-    fn snapshot_stream(&mut self, st: &StreamSource) -> std::result::Result<Entry, Stop> {
+    fn snapshot_stream(
+        &mut self,
+        st: &StreamSource,
+        parent: Option<&(Tree, Lists)>,
+    ) -> std::result::Result<Entry, Stop> {
         let path = format!("{}/{}", st.name, st.file_name);
         let mut chunks = Vec::new();
         let record = match stream::open(&st.kind) {
@@ -631,7 +641,7 @@ impl Walker<'_> {
         let mut tree = Tree {
             entries: vec![file],
         };
-        let subtree = self.put_tree(&mut tree)?;
+        let subtree = self.put_tree(&mut tree, parent)?;
         Ok(Entry {
             name: st.name.as_bytes().to_vec(),
             node: Node::Dir { subtree },
@@ -642,15 +652,19 @@ impl Walker<'_> {
         })
     }
 
-    fn parent_subtree(&mut self, parent: Option<&Entry>) -> Option<Tree> {
+    fn parent_subtree(&mut self, parent: Option<&Entry>) -> Option<(Tree, Lists)> {
         match parent.map(|e| &e.node) {
-            Some(Node::Dir { subtree }) => self.reader.tree(subtree).ok(),
+            Some(Node::Dir { subtree }) => self.reader.tree_lists(subtree).ok(),
             _ => None,
         }
     }
 
     /// Walks one directory tree and returns its entry (with the subtree id filled in).
-    fn walk_dir(&mut self, root: &Root, parent: Option<Tree>) -> std::result::Result<Entry, Stop> {
+    fn walk_dir(
+        &mut self,
+        root: &Root,
+        parent: Option<(Tree, Lists)>,
+    ) -> std::result::Result<Entry, Stop> {
         let mut stack: Vec<OpenDir> = vec![OpenDir {
             depth: 0,
             entry: entry_from(
@@ -695,7 +709,7 @@ impl Walker<'_> {
             let top = stack
                 .last_mut()
                 .expect("invariant: the root stays on the stack");
-            let parent_entry = top.parent.as_ref().and_then(|t| t.get(&name)).cloned();
+            let parent_entry = top.parent.as_ref().and_then(|(t, _)| t.get(&name)).cloned();
             if meta.is_dir() {
                 let parent_tree = self.parent_subtree(parent_entry.as_ref());
                 self.stats.dirs += 1;
@@ -741,7 +755,7 @@ impl Walker<'_> {
 
     fn finish_dir(&mut self, dir: OpenDir) -> std::result::Result<Entry, Stop> {
         let mut tree = self.finish_entries(dir.entries)?;
-        let id = self.put_tree(&mut tree)?;
+        let id = self.put_tree(&mut tree, dir.parent.as_ref())?;
         let mut entry = dir.entry;
         entry.node = Node::Dir { subtree: id };
         Ok(entry)
@@ -921,11 +935,83 @@ impl Walker<'_> {
         self.templates.refused.push(reason);
     }
 
-    fn put_tree(&mut self, tree: &mut Tree) -> std::result::Result<BlobId, Stop> {
-        let bytes = tree.encode();
-        let id = self.sink.crypto.blob_id(&bytes);
-        self.sink.put(id, BlobKind::Tree, &bytes)?;
+    /// Stores a directory's tree; `parent` is the same directory in the parent snapshot.
+    fn put_tree(
+        &mut self,
+        tree: &mut Tree,
+        parent: Option<&(Tree, Lists)>,
+    ) -> std::result::Result<BlobId, Stop> {
+        let lists = self.store_lists(tree, parent)?;
+        let bytes = tree.encode_with(&lists);
+        self.put_blob(BlobKind::Tree, &bytes)
+    }
+
+    fn put_blob(&mut self, kind: BlobKind, bytes: &[u8]) -> std::result::Result<BlobId, Stop> {
+        let id = self.sink.crypto.blob_id(bytes);
+        self.sink.put(id, kind, bytes)?;
         Ok(id)
+    }
+
+    /// Decides how each file of at least [`LIST_MIN_CHUNKS`] chunks keeps its chunk list: as the
+    /// parent's did when the list is the same; as a patch to the parent's list blob when that
+    /// takes at most a quarter of the whole list's bytes; otherwise in a new list blob. So a
+    /// dump that changes a little at each snapshot writes a patch that grows with the changes
+    /// since its base, and a new base once a quarter of it has changed.
+    fn store_lists(
+        &mut self,
+        tree: &Tree,
+        parent: Option<&(Tree, Lists)>,
+    ) -> std::result::Result<Lists, Stop> {
+        let mut lists = Lists::new();
+        for e in &tree.entries {
+            let Node::File { chunks } = &e.node else {
+                continue;
+            };
+            if chunks.len() < LIST_MIN_CHUNKS {
+                continue;
+            }
+            let before = parent.and_then(|(t, l)| Some((t.get(&e.name)?, l.get(&e.name)?)));
+            let kept = match before {
+                Some((
+                    Entry {
+                        node: Node::File { chunks: old },
+                        ..
+                    },
+                    r,
+                )) if self.sink.known.contains(r.blob()) => {
+                    if old == chunks {
+                        Some(r.clone())
+                    } else {
+                        self.patch(r, old, chunks)
+                    }
+                }
+                _ => None,
+            };
+            let r = match kept {
+                Some(r) => r,
+                None => ListRef::Whole(self.put_blob(BlobKind::Tree, &tree::encode_list(chunks))?),
+            };
+            lists.insert(e.name.clone(), r);
+        }
+        Ok(lists)
+    }
+
+    /// `new` as a patch to the base of `parent`, a list that resolved to `old`; `None` when the
+    /// patch would not be small.
+    fn patch(&self, parent: &ListRef, old: &[BlobId], new: &[BlobId]) -> Option<ListRef> {
+        let read;
+        let base = match parent {
+            ListRef::Whole(_) => old,
+            ListRef::Patch { base, .. } => {
+                read = self.reader.list(base).ok()?;
+                &read
+            }
+        };
+        let ops = tree::diff_lists(base, new)?;
+        (tree::patch_bytes(&ops) * 4 <= new.len() * 32).then(|| ListRef::Patch {
+            base: *parent.blob(),
+            ops,
+        })
     }
 
     fn warn_unreadable(&mut self, msg: String) {

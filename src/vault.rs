@@ -29,7 +29,7 @@ use crate::lock::{LockMode, VaultLock};
 use crate::manifest::{Manifest, MANIFEST_MAX_BYTES};
 use crate::pack;
 use crate::remote::RemotePacks;
-use crate::tree::Tree;
+use crate::tree::{self, Lists, StoredTree, Tree};
 
 const CONFIG_FILE: &str = "config.json";
 const INDEX_FILE: &str = "index.sqlite";
@@ -818,8 +818,40 @@ impl BlobReader {
         }
     }
 
-    /// Reads and decodes a tree blob.
+    /// Reads and decodes a tree blob, with each file's chunk list resolved.
     pub fn tree(&self, id: &BlobId) -> Result<Tree> {
+        Ok(self.tree_lists(id)?.0)
+    }
+
+    /// Reads and decodes a tree blob, with each file's chunk list resolved, and how the files
+    /// that keep their lists in list blobs store them (the blobs those files need as well).
+    pub fn tree_lists(&self, id: &BlobId) -> Result<(Tree, Lists)> {
+        let bytes = self.cached(id)?;
+        let stored =
+            StoredTree::decode(&bytes).map_err(|r| Error::corrupt(format!("tree {id}"), r))?;
+        let mut failed = None;
+        let resolved = stored.resolve(|list| {
+            self.list(list).map_err(|e| {
+                let why = e.full();
+                failed = Some(e);
+                why
+            })
+        });
+        resolved.map_err(|why| match failed {
+            // A list blob the storage would not give is that error, not a damaged tree.
+            Some(e) if !matches!(e, Error::Corrupt { .. }) => e,
+            _ => Error::corrupt(format!("tree {id}"), why),
+        })
+    }
+
+    /// The chunk ids in list blob `id`.
+    pub fn list(&self, id: &BlobId) -> Result<Vec<BlobId>> {
+        let bytes = self.cached(id)?;
+        tree::decode_list(&bytes).map_err(|r| Error::corrupt(format!("list blob {id}"), r))
+    }
+
+    /// A tree or list blob's bytes, through the shared cache.
+    fn cached(&self, id: &BlobId) -> Result<Arc<Vec<u8>>> {
         let cached = self
             .trees
             .lock()
@@ -827,25 +859,22 @@ impl BlobReader {
             .trees
             .get(id)
             .cloned();
-        let bytes = match cached {
-            Some(b) => b,
-            None => {
-                let b = Arc::new(self.read(id)?);
-                let mut cache = self
-                    .trees
-                    .lock()
-                    .expect("invariant: tree cache lock is not poisoned");
-                if cache.bytes + b.len() > TREE_CACHE_BYTES {
-                    *cache = TreeCache::default();
-                }
-                if b.len() <= TREE_CACHE_BYTES {
-                    cache.bytes += b.len();
-                    cache.trees.insert(*id, b.clone());
-                }
-                b
-            }
-        };
-        Tree::decode(&bytes).map_err(|r| Error::corrupt(format!("tree {id}"), r))
+        if let Some(b) = cached {
+            return Ok(b);
+        }
+        let b = Arc::new(self.read(id)?);
+        let mut cache = self
+            .trees
+            .lock()
+            .expect("invariant: tree cache lock is not poisoned");
+        if cache.bytes + b.len() > TREE_CACHE_BYTES {
+            *cache = TreeCache::default();
+        }
+        if b.len() <= TREE_CACHE_BYTES {
+            cache.bytes += b.len();
+            cache.trees.insert(*id, b.clone());
+        }
+        Ok(b)
     }
 }
 

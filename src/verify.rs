@@ -817,15 +817,22 @@ impl Tracer<'_> {
             return false;
         }
         self.trees += 1;
-        let tree: Tree = match self.reader.tree(id) {
-            Ok(t) => t,
+        let mut clean_lists = true;
+        let tree: Tree = match self.reader.tree_lists(id) {
+            Ok((t, lists)) => {
+                for (name, list) in &lists {
+                    let file = format!("{path}/{}", display_name(name));
+                    clean_lists &= self.blob_ok(list.blob(), snap, file.trim_start_matches('/'));
+                }
+                t
+            }
             Err(e) => {
                 self.problems
                     .push(format!("snapshot {snap}: {shown}: {}", e.full()));
                 return false;
             }
         };
-        let mut clean = true;
+        let mut clean = clean_lists;
         if let Some(w) = tree.entries.windows(2).find(|w| w[0].name >= w[1].name) {
             self.problems.push(format!(
                 "snapshot {snap}: {shown}: tree has a duplicate or unsorted name {:?}",

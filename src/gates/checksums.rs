@@ -110,8 +110,13 @@ impl Walk<'_, '_> {
         if !self.trees.insert(*id) || !self.blob(id, path) {
             return;
         }
-        let tree = match self.input.reader.tree(id) {
-            Ok(t) => t,
+        let tree = match self.input.reader.tree_lists(id) {
+            Ok((t, lists)) => {
+                for list in lists.values() {
+                    self.blob(list.blob(), path);
+                }
+                t
+            }
             Err(e) => {
                 self.reasons.push(format!(
                     "{}: {}",

@@ -22,6 +22,7 @@ mod gates;
 mod hostile;
 mod hostile_config;
 mod hostile_http;
+mod lists;
 mod locking;
 mod model;
 mod postgres;
