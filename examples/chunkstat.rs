@@ -58,9 +58,11 @@ fn main() {
             .filter(|c| !old.contains(&c.0))
             .map(|c| c.2)
             .sum();
+        let all_z: usize = new.iter().map(|c| c.2).sum();
         println!(
-            "seed {seed}: {} chunks, {at_max} at max, new {fresh_n} chunks {:.2} MiB raw, {:.3} MiB zstd-3, ids {:.3} MiB",
+            "seed {seed}: {} chunks ({:.3} MiB zstd-3), {at_max} at max, new {fresh_n} chunks {:.2} MiB raw, {:.3} MiB zstd-3, ids {:.3} MiB",
             new.len(),
+            all_z as f64 / 1048576.0,
             fresh as f64 / 1048576.0,
             fresh_z as f64 / 1048576.0,
             (new.len() * 32) as f64 / 1048576.0,

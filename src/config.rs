@@ -53,8 +53,8 @@ pub const LINES: &str = "lines-2026";
 
 /// Defaults of the text profile (`chunker_text`): see README.md's "Chunk size".
 pub const DEFAULT_TEXT_MIN_BYTES: u32 = 16 * KIB;
-pub const DEFAULT_TEXT_AVG_BYTES: u32 = 32 * KIB;
-pub const DEFAULT_TEXT_MAX_BYTES: u32 = 128 * KIB;
+pub const DEFAULT_TEXT_AVG_BYTES: u32 = 24 * KIB;
+pub const DEFAULT_TEXT_MAX_BYTES: u32 = 96 * KIB;
 /// A text stream of at most this size is one chunk (`whole_max_size` of `chunker_text`).
 pub const DEFAULT_TEXT_WHOLE_MAX_BYTES: u32 = 128 * KIB;
 

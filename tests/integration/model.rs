@@ -39,7 +39,7 @@ const MAX_OPS: usize = 24;
 const NAMES: [&str; 6] = ["a", "b.txt", "d/c", "d/e.sql", "d/g/f", "d/g/h.bin"];
 
 /// File sizes an edit picks from: empty, tiny, a few blocks, and sizes that span several chunks
-/// of the text profile (16/32/128 KiB) and more than one of the binary profile's minimum (256 KiB).
+/// of the text profile (16/24/96 KiB) and more than one of the binary profile's minimum (256 KiB).
 const SIZES: [usize; 8] = [0, 1, 100, 4096, 20_000, 70_000, 300_000, 1_100_000];
 
 /// The files of one snapshot's source tree: relative path → bytes.
