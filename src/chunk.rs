@@ -67,6 +67,11 @@ impl<R: Read> HoleRead for NoHoles<R> {
     fn skip_zeros(&mut self, _: u64) {}
 }
 
+/// True when `data` looks like text: no NUL byte in its first 8 KiB (as git decides).
+pub fn looks_like_text(data: &[u8]) -> bool {
+    memchr::memchr(0, &data[..data.len().min(SNIFF_BYTES)]).is_none()
+}
+
 /// Which parameters a stream was cut with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -134,7 +139,7 @@ impl Chunker {
         let head = &head[..head.len().min(SNIFF_BYTES)];
         if head.starts_with(SQLITE_MAGIC) {
             Kind::Base
-        } else if memchr::memchr(0, head).is_none() {
+        } else if looks_like_text(head) {
             self.chunking
                 .text
                 .as_ref()

@@ -68,6 +68,9 @@ const MAX_CHUNK_BYTES: u32 = 16 * MIB as u32;
 
 /// Default zstd level: zstd's own default; README.md's benchmarks give its speed here.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// Default zstd level of text blobs in a new vault (`compression.text_level`): see README.md's
+/// "Compression level".
+pub const DEFAULT_ZSTD_TEXT_LEVEL: i32 = 5;
 
 /// Packs are closed once they reach this size.
 pub const DEFAULT_PACK_TARGET_BYTES: u64 = 32 * MIB;
@@ -205,6 +208,24 @@ pub type ChunkerConfig = ChunkerParams;
 pub struct CompressionConfig {
     pub algorithm: String,
     pub level: i32,
+    /// The zstd level of data blobs that look like text (no NUL byte in their first 8 KiB:
+    /// source files, dumps, logs, CSV); `level` when absent (vaults made before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_level: Option<i32>,
+}
+
+impl CompressionConfig {
+    /// The zstd level for a blob of `kind` holding `raw`.
+    pub fn level_for(&self, kind: crate::blob::BlobKind, raw: &[u8]) -> i32 {
+        match self.text_level {
+            Some(level)
+                if kind == crate::blob::BlobKind::Data && crate::chunk::looks_like_text(raw) =>
+            {
+                level
+            }
+            _ => self.level,
+        }
+    }
 }
 
 impl Default for ChunkerParams {
@@ -336,6 +357,7 @@ impl VaultConfig {
             compression: CompressionConfig {
                 algorithm: "zstd".into(),
                 level: DEFAULT_ZSTD_LEVEL,
+                text_level: Some(DEFAULT_ZSTD_TEXT_LEVEL),
             },
             pack_target_size: DEFAULT_PACK_TARGET_BYTES,
             encryption: if encrypted {
@@ -381,6 +403,13 @@ impl VaultConfig {
                 "unsupported compression {} level {}",
                 self.compression.algorithm, self.compression.level
             ));
+        }
+        if let Some(level) = self
+            .compression
+            .text_level
+            .filter(|l| !(1..=22).contains(l))
+        {
+            return Err(format!("unsupported compression text_level {level}"));
         }
         if !(MIB..=1024 * MIB).contains(&self.pack_target_size) {
             return Err(format!(
@@ -436,6 +465,44 @@ impl VaultConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_blobs_get_the_text_level_and_older_configs_one_level() {
+        use crate::blob::BlobKind;
+        let cfg = VaultConfig::new(Chunking::default(), true).unwrap();
+        let c = &cfg.compression;
+        assert_eq!(c.text_level, Some(DEFAULT_ZSTD_TEXT_LEVEL));
+        let text = b"CREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\n".repeat(100);
+        let mut binary = text.clone();
+        binary[4000] = 0;
+        assert_eq!(c.level_for(BlobKind::Data, &text), DEFAULT_ZSTD_TEXT_LEVEL);
+        assert_eq!(c.level_for(BlobKind::Data, &binary), DEFAULT_ZSTD_LEVEL);
+        // A NUL past the first 8 KiB does not make a blob binary; trees keep the base level.
+        let mut late = text.repeat(4);
+        late[10_000] = 0;
+        assert_eq!(c.level_for(BlobKind::Data, &late), DEFAULT_ZSTD_TEXT_LEVEL);
+        assert_eq!(c.level_for(BlobKind::Tree, &text), DEFAULT_ZSTD_LEVEL);
+        // A config written before `text_level` has one level for everything, and keeps its bytes.
+        let json = String::from_utf8(cfg.to_bytes()).unwrap();
+        let old = json.replace(
+            &format!(",\n    \"text_level\": {DEFAULT_ZSTD_TEXT_LEVEL}"),
+            "",
+        );
+        assert!(!old.contains("text_level"), "{old}");
+        let parsed = VaultConfig::parse(old.as_bytes()).unwrap();
+        assert_eq!(parsed.compression.text_level, None);
+        assert_eq!(
+            parsed.compression.level_for(BlobKind::Data, &text),
+            DEFAULT_ZSTD_LEVEL
+        );
+        assert_eq!(String::from_utf8(parsed.to_bytes()).unwrap(), old);
+        for bad in [0, 23] {
+            let mut c = cfg.clone();
+            c.compression.text_level = Some(bad);
+            let err = VaultConfig::parse(&c.to_bytes()).unwrap_err();
+            assert!(err.contains("text_level"), "{err}");
+        }
+    }
 
     #[test]
     fn config_round_trips_and_rejects_bad_values() {

@@ -32,7 +32,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use crate::audit::AuditRecord;
 use crate::blob::{self, BlobKind, SealedBlob};
 use crate::chunk::Chunker;
-use crate::config::Chunking;
+use crate::config::{Chunking, CompressionConfig};
 use crate::crypto::Crypto;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IdSet, SnapshotId};
@@ -305,7 +305,7 @@ pub fn snapshot_scanned(
     };
 
     let params = vault.config.chunking();
-    let level = vault.config.compression.level;
+    let compression = vault.config.compression.clone();
     let packs_dir = vault.packs_dir();
     let index_path = vault.root().join("index.sqlite");
     let target = vault.config.pack_target_size;
@@ -321,7 +321,8 @@ pub fn snapshot_scanned(
                 let tx = sealed_tx.clone();
                 let counters = counters.clone();
                 let crypto = crypto.clone();
-                s.spawn(move || compress_blobs(rx, tx, level, &counters, &crypto))
+                let compression = compression.clone();
+                s.spawn(move || compress_blobs(rx, tx, &compression, &counters, &crypto))
             })
             .collect();
         drop(raw_rx);
@@ -1122,11 +1123,12 @@ fn read_small(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
 fn compress_blobs(
     rx: Receiver<RawBlob>,
     tx: Sender<SealedBlob>,
-    level: i32,
+    compression: &CompressionConfig,
     counters: &Counters,
     crypto: &Crypto,
 ) -> std::result::Result<(), Stop> {
     for raw in rx {
+        let level = compression.level_for(raw.kind, &raw.data);
         let sealed = blob::seal_owned(crypto, raw.id, raw.kind, raw.data, level).map_err(Some)?;
         counters
             .bytes_stored

@@ -10,6 +10,7 @@ mod agent;
 mod audit;
 mod bad_input;
 mod changing;
+mod compression;
 mod corruption;
 mod crash;
 mod dedup;
