@@ -5,13 +5,18 @@
 # CPU and peak RSS of both snapshots, the repository size after them and what the second added.
 #
 #   scripts/bench-chunk-params.sh --corpus DIR --db1 FILE --db2 FILE [--set KEY=VALUE]... [--plain]
+#       [--template VAULT] [--vault-bin PATH]
 #
 # KEY is a dotted path into config.json (`chunker_text.avg_size`), VALUE a JSON value. --plain
 # makes the vault unencrypted: its cut points then do not depend on a random key, so sizes repeat
-# exactly from run to run. The corpus's dump/db.sql is replaced during the run and put back.
+# exactly from run to run. An encrypted vault's cut points depend on its key (about +-0.3 MiB of
+# repository from one key to the next), so to compare two builds exactly, make one empty vault
+# (`vault init --vault T --new-password-file F`, the password `benchmark password`) and pass
+# `--template T` to both runs, with `--vault-bin` naming the other build's binary: each run copies
+# T and so cuts with the same key. The corpus's dump/db.sql is replaced during the run and put back.
 set -euo pipefail
 
-corpus="" db1="" db2="" plain=0
+corpus="" db1="" db2="" plain=0 template="" vault=""
 sets=()
 while (($#)); do
     case $1 in
@@ -20,19 +25,25 @@ while (($#)); do
     --db2) db2=$2; shift 2 ;;
     --set) sets+=("$2"); shift 2 ;;
     --plain) plain=1; shift ;;
+    --template) template=$2; shift 2 ;;
+    --vault-bin) vault=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 [[ -d $corpus && -f $db1 && -f $db2 ]] || { echo "need --corpus DIR --db1 FILE --db2 FILE" >&2; exit 2; }
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-vault=$root/target/release/vault
+if [[ -z $vault ]]; then
+    cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+    vault=$root/target/release/vault
+fi
 work=$(mktemp -d)
 trap 'cp -f "$db1" "$corpus/dump/db.sql"; rm -rf "$work"' EXIT
 printf 'benchmark password\n' >"$work/pw"
 export VAULT_PASSWORD_FILE=$work/pw
-if ((plain)); then
+if [[ -n $template ]]; then
+    cp -a "$template" "$work/v"
+elif ((plain)); then
     "$vault" init --vault "$work/v" --encryption none >/dev/null 2>&1
 else
     "$vault" init --vault "$work/v" --new-password-file "$work/pw" >/dev/null

@@ -45,7 +45,11 @@ impl BlobKind {
 #[repr(u8)]
 pub enum Compression {
     None = 0,
+    /// A zstd frame (blobs written before `ZstdBare`).
     Zstd = 1,
+    /// A zstd frame without its 4-byte magic number, which is the same in every frame: what a
+    /// writer stores now (4 bytes less a blob).
+    ZstdBare = 2,
 }
 
 impl Compression {
@@ -53,10 +57,14 @@ impl Compression {
         match v {
             0 => Some(Compression::None),
             1 => Some(Compression::Zstd),
+            2 => Some(Compression::ZstdBare),
             _ => None,
         }
     }
 }
+
+/// The magic number that opens every zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
 /// A blob ready to be appended to a pack.
 #[derive(Debug)]
@@ -172,14 +180,20 @@ fn seal_cow(
         Some(compress(&raw, level)?)
     };
     let (compression, bytes) = match compressed {
-        Some(c) if c.len() < raw.len() => (Compression::Zstd, c),
+        Some(mut c)
+            if c.len().saturating_sub(ZSTD_MAGIC.len()) < raw.len()
+                && c.starts_with(&ZSTD_MAGIC) =>
+        {
+            c.drain(..ZSTD_MAGIC.len());
+            (Compression::ZstdBare, c)
+        }
         _ => (Compression::None, raw.into_owned()),
     };
     // Verify before write: what goes into the pack must open to the same id. The AEAD is not
     // re-opened: its tag already covers every byte from here on.
     let verified = match compression {
         Compression::None => check_raw(crypto, &id, raw_len, &bytes),
-        Compression::Zstd => {
+        Compression::Zstd | Compression::ZstdBare => {
             unpack(crypto, &id, compression, raw_len, Cow::Borrowed(&bytes)).map(drop)
         }
     };
@@ -230,9 +244,18 @@ fn unpack(
     raw_len: u32,
     stored: Cow<'_, [u8]>,
 ) -> Result<Vec<u8>> {
+    let stored = match compression {
+        Compression::ZstdBare => {
+            let mut framed = Vec::with_capacity(ZSTD_MAGIC.len() + stored.len());
+            framed.extend_from_slice(&ZSTD_MAGIC);
+            framed.extend_from_slice(&stored);
+            Cow::Owned(framed)
+        }
+        _ => stored,
+    };
     let raw = match compression {
         Compression::None => stored.into_owned(),
-        Compression::Zstd => {
+        Compression::Zstd | Compression::ZstdBare => {
             // Our frames always record their size: one that disagrees is refused before the
             // output buffer is allocated.
             let framed = zstd::zstd_safe::get_frame_content_size(&stored)
@@ -332,8 +355,8 @@ mod tests {
         let c = Crypto::from_master(&[3; 32]);
         for (data, want) in [
             (&random, Compression::None),
-            (&mixed, Compression::Zstd),
-            (&text, Compression::Zstd),
+            (&mixed, Compression::ZstdBare),
+            (&text, Compression::ZstdBare),
         ] {
             let id = c.blob_id(data);
             let s = seal(&c, id, BlobKind::Data, data, 3).unwrap();
@@ -342,6 +365,35 @@ mod tests {
                 &open(&c, &id, s.compression, s.raw_len, &s.bytes).unwrap(),
                 data
             );
+        }
+    }
+
+    #[test]
+    fn frames_are_stored_without_their_magic_and_whole_frames_still_open() {
+        for c in [Crypto::plain(), Crypto::from_master(&[3; 32])] {
+            let text = b"INSERT INTO t VALUES (1, 'abc');\n".repeat(100);
+            let id = c.blob_id(&text);
+            let frame = zstd::bulk::compress(&text, 3).unwrap();
+            let s = seal(&c, id, BlobKind::Data, &text, 3).unwrap();
+            assert_eq!(s.compression, Compression::ZstdBare);
+            assert_eq!(
+                s.bytes.len(),
+                c.seal(Domain::Blob, &id.0, frame.clone()).len() - 4
+            );
+            assert_eq!(
+                open(&c, &id, s.compression, s.raw_len, &s.bytes).unwrap(),
+                text
+            );
+            // A bare frame is not a whole one, nor the other way round.
+            assert!(open(&c, &id, Compression::Zstd, s.raw_len, &s.bytes).is_err());
+            let whole = c.seal(Domain::Blob, &id.0, frame);
+            assert_eq!(
+                open(&c, &id, Compression::Zstd, s.raw_len, &whole).unwrap(),
+                text
+            );
+            assert!(open(&c, &id, Compression::ZstdBare, s.raw_len, &whole).is_err());
+            assert_eq!(Compression::from_u8(2), Some(Compression::ZstdBare));
+            assert_eq!(Compression::from_u8(3), None);
         }
     }
 
@@ -362,7 +414,7 @@ mod tests {
             let text = b"INSERT INTO t VALUES (1, 'abc');\n".repeat(100);
             let tid = c.blob_id(&text);
             let s = seal(&c, tid, BlobKind::Data, &text, 3).unwrap();
-            assert_eq!(s.compression, Compression::Zstd);
+            assert_eq!(s.compression, Compression::ZstdBare);
             assert!(open(&c, &tid, s.compression, s.raw_len + 1, &s.bytes).is_err());
             // Sealed under one id, it does not open as another.
             assert!(open(&c, &id, s.compression, s.raw_len, &s.bytes).is_err());

@@ -5,6 +5,8 @@
 //! header  := "AVPK" version:u8 0 0 0                       (8 bytes)
 //! trailer := entry*                  (version 1: plain, ENTRY_BYTES each)
 //!          | seal(entry*)            (version 2: nonce, ciphertext, tag; see crate::crypto)
+//!          | zstd(entry*)            (version 3: plain, one zstd frame)
+//!          | seal(zstd(entry*))      (version 4)
 //! entry   := id[32] kind:u8 compression:u8 0 0 offset:u64 stored_len:u32 raw_len:u32
 //! footer  := trailer_len:u32 blake3(trailer as stored)[32] "AVPKEND1" (FOOTER_BYTES)
 //! ```
@@ -32,6 +34,13 @@ const END_MAGIC: &[u8; 8] = b"AVPKEND1";
 const PACK_VERSION_PLAIN: u8 = 1;
 /// Header version of a pack with a sealed trailer (encrypted vaults).
 const PACK_VERSION_SEALED: u8 = 2;
+/// Header version of a pack with a zstd-compressed plain trailer (what a writer makes now).
+const PACK_VERSION_PLAIN_ZSTD: u8 = 3;
+/// Header version of a pack with a zstd-compressed, then sealed trailer (what a writer makes now).
+const PACK_VERSION_SEALED_ZSTD: u8 = 4;
+/// The zstd level of trailers: their entries' ids do not compress, the rest (kinds, offsets,
+/// lengths) does, at any level.
+const TRAILER_ZSTD_LEVEL: i32 = 3;
 /// Size of the pack header.
 pub const HEADER_BYTES: u64 = 8;
 /// Size of one trailer entry.
@@ -105,7 +114,7 @@ pub fn parse_pack_name(name: &str) -> Option<PackId> {
 fn parse_footer(
     footer: &[u8],
     pack_len: u64,
-    sealed: bool,
+    layout: Layout,
 ) -> std::result::Result<(u32, [u8; 32]), String> {
     if pack_len < HEADER_BYTES + FOOTER_BYTES || footer.len() != FOOTER_BYTES as usize {
         return Err(format!("{pack_len} bytes is too short for a pack"));
@@ -114,10 +123,10 @@ fn parse_footer(
         return Err("footer magic missing (truncated pack?)".into());
     }
     let trailer_len = u32::from_le_bytes(footer[..4].try_into().expect("4 bytes"));
-    let overhead = if sealed { SEAL_OVERHEAD } else { 0 };
+    let overhead = if layout.sealed { SEAL_OVERHEAD } else { 0 };
     if trailer_len > MAX_TRAILER_BYTES
         || (trailer_len as usize) < overhead
-        || !(trailer_len as usize - overhead).is_multiple_of(ENTRY_BYTES)
+        || (!layout.compressed && !(trailer_len as usize - overhead).is_multiple_of(ENTRY_BYTES))
         || u64::from(trailer_len) > pack_len - HEADER_BYTES - FOOTER_BYTES
     {
         return Err(format!("trailer length {trailer_len} is impossible"));
@@ -130,6 +139,7 @@ fn parse_footer(
 /// area.
 fn parse_trailer(
     crypto: &Crypto,
+    layout: Layout,
     stored: &[u8],
     sum: &[u8; 32],
     pack_len: u64,
@@ -138,9 +148,14 @@ fn parse_trailer(
         return Err("trailer checksum mismatch".into());
     }
     let blobs_end = pack_len - FOOTER_BYTES - stored.len() as u64;
-    let trailer = crypto
+    let mut trailer = crypto
         .open(Domain::Trailer, b"", stored)
         .map_err(|r| format!("trailer: {r}"))?;
+    if layout.compressed {
+        // No writer puts more entries in a pack; a frame that claims more is refused unread.
+        trailer = zstd::bulk::decompress(&trailer, MAX_BLOBS_PER_PACK * ENTRY_BYTES)
+            .map_err(|e| format!("trailer: zstd: {e}"))?;
+    }
     if trailer.len() % ENTRY_BYTES != 0 {
         return Err(format!(
             "trailer of {} bytes is not whole entries",
@@ -168,32 +183,42 @@ pub fn parse_pack(crypto: &Crypto, bytes: &[u8]) -> std::result::Result<Vec<Pack
     if len < HEADER_BYTES + FOOTER_BYTES {
         return Err(format!("{len} bytes is too short for a pack"));
     }
-    let sealed = check_header(crypto, &bytes[..HEADER_BYTES as usize])?;
+    let layout = check_header(crypto, &bytes[..HEADER_BYTES as usize])?;
     let footer = &bytes[(len - FOOTER_BYTES) as usize..];
-    let (tlen, sum) = parse_footer(footer, len, sealed)?;
+    let (tlen, sum) = parse_footer(footer, len, layout)?;
     let tstart = (len - FOOTER_BYTES - u64::from(tlen)) as usize;
     parse_trailer(
         crypto,
+        layout,
         &bytes[tstart..(len - FOOTER_BYTES) as usize],
         &sum,
         len,
     )
 }
 
-/// Checks magic and version against the vault's encryption; returns whether the trailer is sealed.
-fn check_header(crypto: &Crypto, h: &[u8]) -> std::result::Result<bool, String> {
+/// How a pack's trailer is stored, from its header's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    sealed: bool,
+    compressed: bool,
+}
+
+/// Checks magic and version against the vault's encryption; returns how the trailer is stored.
+fn check_header(crypto: &Crypto, h: &[u8]) -> std::result::Result<Layout, String> {
     if &h[..4] != MAGIC {
         return Err("not a pack (bad magic)".into());
     }
-    let sealed = match h[4] {
-        PACK_VERSION_PLAIN => false,
-        PACK_VERSION_SEALED => true,
+    let (sealed, compressed) = match h[4] {
+        PACK_VERSION_PLAIN => (false, false),
+        PACK_VERSION_SEALED => (true, false),
+        PACK_VERSION_PLAIN_ZSTD => (false, true),
+        PACK_VERSION_SEALED_ZSTD => (true, true),
         v => return Err(format!("pack version {v} is not supported")),
     };
     match (sealed, crypto.is_encrypted()) {
         (false, true) => Err("unencrypted pack in an encrypted vault".into()),
         (true, false) => Err("encrypted pack in an unencrypted vault".into()),
-        _ => Ok(sealed),
+        _ => Ok(Layout { sealed, compressed }),
     }
 }
 
@@ -227,11 +252,11 @@ pub fn read_trailer_with(
         return Err(corrupt(format!("{len} bytes is too short for a pack")));
     }
     let header = read_at(0, HEADER_BYTES as usize)?;
-    let sealed = check_header(crypto, &header).map_err(corrupt)?;
+    let layout = check_header(crypto, &header).map_err(corrupt)?;
     let footer = read_at(len - FOOTER_BYTES, FOOTER_BYTES as usize)?;
-    let (tlen, sum) = parse_footer(&footer, len, sealed).map_err(corrupt)?;
+    let (tlen, sum) = parse_footer(&footer, len, layout).map_err(corrupt)?;
     let trailer = read_at(len - FOOTER_BYTES - u64::from(tlen), tlen as usize)?;
-    parse_trailer(crypto, &trailer, &sum, len).map_err(corrupt)
+    parse_trailer(crypto, layout, &trailer, &sum, len).map_err(corrupt)
 }
 
 /// A pack that has been written, fsynced and renamed into place.
@@ -276,9 +301,9 @@ impl PackWriter {
         let mut header = Vec::with_capacity(HEADER_BYTES as usize);
         header.extend_from_slice(MAGIC);
         let version = if crypto.is_encrypted() {
-            PACK_VERSION_SEALED
+            PACK_VERSION_SEALED_ZSTD
         } else {
-            PACK_VERSION_PLAIN
+            PACK_VERSION_PLAIN_ZSTD
         };
         header.extend_from_slice(&[version, 0, 0, 0]);
         w.write(&header)?;
@@ -329,6 +354,8 @@ impl PackWriter {
         for e in &self.entries {
             e.encode(&mut trailer);
         }
+        let trailer = zstd::bulk::compress(&trailer, TRAILER_ZSTD_LEVEL)
+            .map_err(|e| Error::Invalid(format!("zstd compression of a trailer failed: {e}")))?;
         let trailer = self.crypto.seal(Domain::Trailer, b"", trailer);
         let tlen = u32::try_from(trailer.len())
             .map_err(|_| Error::Invalid("pack trailer too large".into()))?;
@@ -458,5 +485,61 @@ mod tests {
         let n = flipped.len();
         flipped[n - 50] ^= 0x10;
         assert!(parse_pack(c, &flipped).is_err());
+    }
+
+    /// `bytes` with its trailer replaced by `plain` (compressed or not, as the caller made it),
+    /// sealed as the vault seals and with the footer to match.
+    fn with_trailer(c: &Crypto, bytes: &[u8], version: u8, plain: Vec<u8>) -> Vec<u8> {
+        let n = bytes.len();
+        let tlen = u32::from_le_bytes(bytes[n - 44..n - 40].try_into().unwrap()) as usize;
+        let mut out = bytes[..n - 44 - tlen].to_vec();
+        out[4] = version;
+        let trailer = c.seal(Domain::Trailer, b"", plain);
+        out.extend_from_slice(&trailer);
+        out.extend_from_slice(&(trailer.len() as u32).to_le_bytes());
+        out.extend_from_slice(blake3::hash(&trailer).as_bytes());
+        out.extend_from_slice(END_MAGIC);
+        out
+    }
+
+    #[test]
+    fn trailers_are_compressed_and_packs_of_every_version_read() {
+        for c in [Crypto::plain(), Crypto::from_master(&[9; 32])] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut w = PackWriter::new(dir.path(), &c).unwrap();
+            for i in 0..500u32 {
+                let b = format!("blob {i} ").repeat(20).into_bytes();
+                w.add(&blob::seal(&c, c.blob_id(&b), BlobKind::Data, &b, 3).unwrap())
+                    .unwrap();
+            }
+            let fin = w.finish().unwrap();
+            let bytes = std::fs::read(pack_path(dir.path(), &fin.id)).unwrap();
+            let (plain_v, zstd_v) = if c.is_encrypted() { (2, 4) } else { (1, 3) };
+            assert_eq!(bytes[4], zstd_v);
+            let n = bytes.len();
+            let tlen = u32::from_le_bytes(bytes[n - 44..n - 40].try_into().unwrap()) as usize;
+            // The ids do not compress; the rest of each 52-byte entry nearly vanishes.
+            assert!(tlen < 500 * 44, "{tlen} bytes of trailer for 500 entries");
+            let mut entries = Vec::new();
+            for e in &fin.entries {
+                e.encode(&mut entries);
+            }
+            // The same entries, uncompressed, in a pack of the version before.
+            let old = with_trailer(&c, &bytes, plain_v, entries.clone());
+            assert_eq!(parse_pack(&c, &old).unwrap(), fin.entries);
+            // A compressed trailer that is not zstd, and one that inflates past what a pack
+            // may hold, are refused.
+            let junk = with_trailer(&c, &bytes, zstd_v, entries.clone());
+            let err = parse_pack(&c, &junk).unwrap_err();
+            assert!(err.contains("zstd"), "{err}");
+            let huge =
+                zstd::bulk::compress(&vec![0u8; MAX_BLOBS_PER_PACK * ENTRY_BYTES + 1], 3).unwrap();
+            let err = parse_pack(&c, &with_trailer(&c, &bytes, zstd_v, huge)).unwrap_err();
+            assert!(err.contains("zstd"), "{err}");
+            // Not whole entries once inflated.
+            let ragged = zstd::bulk::compress(&entries[..entries.len() - 1], 3).unwrap();
+            let err = parse_pack(&c, &with_trailer(&c, &bytes, zstd_v, ragged)).unwrap_err();
+            assert!(err.contains("not whole entries"), "{err}");
+        }
     }
 }
