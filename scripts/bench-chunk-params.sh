@@ -75,6 +75,6 @@ before=$(du -sb "$work/v" | cut -f1)
 cp -f "$db2" "$corpus/dump/db.sql"
 run delta
 after=$(du -sb "$work/v" | cut -f1)
-awk -v a="$before" -v b="$after" -v n="$(printf '%s ' "${sets[@]}")" 'BEGIN {
+awk -v a="$before" -v b="$after" -v n="${sets[*]:-}" 'BEGIN {
     printf "settings: %s\nrepository after the delta: %.2f MiB; the second dump added %.3f MiB\n",
         (n == "" ? "defaults" : n), b / 1048576, (b - a) / 1048576 }'
