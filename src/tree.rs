@@ -32,6 +32,11 @@ const LIST_FORMAT: u8 = 1;
 /// A file of at least this many chunks (8 KiB of ids) keeps its list in a list blob.
 pub const LIST_MIN_CHUNKS: usize = 256;
 
+/// The most chunk ids the files of one tree may get from list blobs: as many as the largest tree
+/// blob could hold inline (256 MiB), so a tree of small entries that all name one big list blob
+/// cannot make a reader hold more than a tree with the lists inline would.
+const MAX_LISTED_IDS: usize = crate::blob::MAX_BLOB_RAW_BYTES as usize / 32;
+
 /// What an entry is, with what it points to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Node {
@@ -243,10 +248,22 @@ impl StoredTree {
     /// their lists apart store them. `load` returns the ids of a list blob; a patch must stay
     /// within its base list, copy no more ids than the base holds, and give a file no more
     /// chunks than it has bytes.
-    pub fn resolve<L>(self, mut load: L) -> std::result::Result<(Tree, Lists), String>
+    pub fn resolve<L>(self, load: L) -> std::result::Result<(Tree, Lists), String>
     where
         L: FnMut(&BlobId) -> std::result::Result<Vec<BlobId>, String>,
     {
+        self.resolve_at_most(MAX_LISTED_IDS, load)
+    }
+
+    fn resolve_at_most<L>(
+        self,
+        max_listed: usize,
+        mut load: L,
+    ) -> std::result::Result<(Tree, Lists), String>
+    where
+        L: FnMut(&BlobId) -> std::result::Result<Vec<BlobId>, String>,
+    {
+        let mut listed = 0usize;
         let mut lists = Lists::new();
         let mut entries = Vec::with_capacity(self.entries.len());
         for e in self.entries {
@@ -274,6 +291,12 @@ impl StoredTree {
                             whose(),
                             chunks.len(),
                             e.size
+                        ));
+                    }
+                    listed += chunks.len();
+                    if listed > max_listed {
+                        return Err(format!(
+                            "its files' list blobs name more than {max_listed} chunks"
                         ));
                     }
                     lists.insert(e.name.clone(), r.clone());
@@ -691,6 +714,17 @@ mod tests {
         for bad in [&b""[..], &[2u8][..], &[LIST_FORMAT, 1, 2, 3][..]] {
             assert!(decode_list(bad).is_err(), "{bad:?}");
         }
+        // Many small entries naming one big list: bounded by the ids they add up to, not by the
+        // tree's own bytes (here 10 + 11 ids against a bound of 20).
+        let stored = StoredTree::decode(&tree.encode_with(&lists)).unwrap();
+        assert!(stored
+            .clone()
+            .resolve_at_most(21, |id| Ok(blobs[id].clone()))
+            .is_ok());
+        let err = stored
+            .resolve_at_most(20, |id| Ok(blobs[id].clone()))
+            .unwrap_err();
+        assert!(err.contains("more than 20 chunks"), "{err}");
     }
 
     #[test]

@@ -838,8 +838,9 @@ impl BlobReader {
             })
         });
         resolved.map_err(|why| match failed {
-            // A list blob the storage would not give is that error, not a damaged tree.
-            Some(e) if !matches!(e, Error::Corrupt { .. }) => e,
+            // A list blob the storage would not give (a remote that fails, a file that cannot
+            // be read) is that error, not a damaged tree; a missing or damaged one is the tree's.
+            Some(e @ (Error::Backend(_) | Error::Io { .. })) => e,
             _ => Error::corrupt(format!("tree {id}"), why),
         })
     }

@@ -112,8 +112,9 @@ impl Walk<'_, '_> {
         }
         let tree = match self.input.reader.tree_lists(id) {
             Ok((t, lists)) => {
-                for list in lists.values() {
-                    self.blob(list.blob(), path);
+                for (name, list) in &lists {
+                    let file = format!("{path}/{}", crate::util::display_name(name));
+                    self.blob(list.blob(), file.trim_start_matches('/'));
                 }
                 t
             }

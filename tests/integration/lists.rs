@@ -188,3 +188,41 @@ fn a_changed_dump_stream_is_stored_as_a_patch_to_its_chunk_list() {
         .success();
     assert!(fs::read(&out).unwrap() == dump, "the dump restores exactly");
 }
+
+#[test]
+fn a_list_blob_missing_from_the_index_is_reported_and_reindex_brings_it_back() {
+    let f = small_chunk_vault();
+    let data = f.path("data");
+    fs::create_dir_all(&data).unwrap();
+    write_random_file(&data.join("big.bin"), 4, MIB);
+    f.snapshot(&data);
+    let snap = last_id(&f);
+    let (list, _) = stored_list(&f, &snap, "data", "big.bin");
+    let list = *list.expect("a list blob").blob();
+    let conn = rusqlite::Connection::open(f.vault().join("index.sqlite")).unwrap();
+    let gone = conn
+        .execute("DELETE FROM blobs WHERE id = ?1", [&list.0[..]])
+        .unwrap();
+    assert_eq!(gone, 1);
+    drop(conn);
+    // verify names the file and the list blob; the restore fails rather than write a file it
+    // cannot list.
+    f.cmd()
+        .arg("verify")
+        .run()
+        .code(4)
+        .stdout_has("big.bin")
+        .stdout_has(&list.to_hex()[..16]);
+    f.cmd()
+        .args(["restore", &snap, "--target"])
+        .arg(f.path("out"))
+        .run()
+        .code(4);
+    f.cmd().arg("reindex").run().success();
+    f.cmd().args(["verify", "--read-data"]).run().success();
+    f.restore(&snap, &f.path("out-again"));
+    assert!(
+        fs::read(f.path("out-again/data/big.bin")).unwrap()
+            == fs::read(data.join("big.bin")).unwrap()
+    );
+}
