@@ -943,6 +943,13 @@ impl Walker<'_> {
         parent: Option<&(Tree, Lists)>,
     ) -> std::result::Result<BlobId, Stop> {
         let lists = self.store_lists(tree, parent)?;
+        let listed = tree.listed_ids(&lists);
+        if listed > tree::MAX_LISTED_IDS {
+            return Err(Some(Error::Invalid(format!(
+                "the files of one directory have {listed} chunks, more than a tree may list ({})",
+                tree::MAX_LISTED_IDS
+            ))));
+        }
         let bytes = tree.encode_with(&lists);
         self.put_blob(BlobKind::Tree, &bytes)
     }

@@ -35,7 +35,9 @@ pub const LIST_MIN_CHUNKS: usize = 256;
 /// The most chunk ids the files of one tree may get from list blobs: as many as the largest tree
 /// blob could hold inline (256 MiB), so a tree of small entries that all name one big list blob
 /// cannot make a reader hold more than a tree with the lists inline would.
-const MAX_LISTED_IDS: usize = crate::blob::MAX_BLOB_RAW_BYTES as usize / 32;
+/// A writer refuses a tree past it ([`Tree::listed_ids`]), as it refused a tree blob over 256 MiB
+/// before list blobs, so that no snapshot holds a tree its readers refuse.
+pub const MAX_LISTED_IDS: usize = crate::blob::MAX_BLOB_RAW_BYTES as usize / 32;
 
 /// What an entry is, with what it points to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +205,19 @@ impl Tree {
             ))
         })?;
         Ok(tree)
+    }
+
+    /// How many chunk ids the files named in `lists` hold: what a reader gets from list blobs
+    /// ([`MAX_LISTED_IDS`] at most).
+    pub fn listed_ids(&self, lists: &Lists) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| lists.contains_key(&e.name))
+            .map(|e| match &e.node {
+                Node::File { chunks } => chunks.len(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Finds an entry by name.
@@ -717,6 +732,7 @@ mod tests {
         // Many small entries naming one big list: bounded by the ids they add up to, not by the
         // tree's own bytes (here 10 + 11 ids against a bound of 20).
         let stored = StoredTree::decode(&tree.encode_with(&lists)).unwrap();
+        assert_eq!(tree.listed_ids(&lists), 21);
         assert!(stored
             .clone()
             .resolve_at_most(21, |id| Ok(blobs[id].clone()))
