@@ -281,20 +281,18 @@ impl StoredTree {
         let mut listed = 0usize;
         let mut lists = Lists::new();
         let mut entries = Vec::with_capacity(self.entries.len());
-        for e in self.entries {
-            let node = match &e.node {
-                StoredNode::File { chunks } => Node::File {
-                    chunks: chunks.clone(),
-                },
-                StoredNode::Dir { subtree } => Node::Dir { subtree: *subtree },
-                StoredNode::Symlink { target } => Node::Symlink {
-                    target: target.clone(),
-                },
+        for mut e in self.entries {
+            // Moved out, not copied: every tree a reader opens comes through here.
+            let stored = std::mem::replace(&mut e.node, StoredNode::File { chunks: Vec::new() });
+            let node = match stored {
+                StoredNode::File { chunks } => Node::File { chunks },
+                StoredNode::Dir { subtree } => Node::Dir { subtree },
+                StoredNode::Symlink { target } => Node::Symlink { target },
                 StoredNode::Listed(r) => {
                     let whose = || crate::util::display_name(&e.name);
                     let base =
                         load(r.blob()).map_err(|why| format!("file {:?}: {why}", whose()))?;
-                    let chunks = match r {
+                    let chunks = match &r {
                         ListRef::Whole(_) => base,
                         ListRef::Patch { ops, .. } => apply_patch(&base, ops).map_err(|why| {
                             format!("file {:?}: list blob {}: {why}", whose(), r.blob())
@@ -314,7 +312,7 @@ impl StoredTree {
                             "its files' list blobs name more than {max_listed} chunks"
                         ));
                     }
-                    lists.insert(e.name.clone(), r.clone());
+                    lists.insert(e.name.clone(), r);
                     Node::File { chunks }
                 }
             };
