@@ -23,7 +23,7 @@ fn source_text() -> Vec<u8> {
         "snapshot.rs",
         "vault.rs",
         "verify.rs",
-        "restore.rs",
+        "restore/mod.rs",
         "prune.rs",
         "tree.rs",
     ]

@@ -2,7 +2,8 @@
 //!
 //! Restore walks the snapshot's trees from the root, creates directories itself, and hands files
 //! to worker threads (a directory's small files in batches, big files one by one) that read each
-//! chunk from its pack, decompress it, check its blake3 id and write it. Nothing is written
+//! chunk from its pack, decompress it, check its blake3 id and write it through a [`sink::Sink`]
+//! (blocks of zeros left as holes, big files past the page cache). Nothing is written
 //! outside the target: every name is checked ([`check_name`]) and duplicates are refused before
 //! anything is created, the walk only descends into directories it has just created or found to
 //! be real directories, and files are opened with `O_NOFOLLOW`. A file that cannot be restored
@@ -11,8 +12,9 @@
 //! once with that one error: every later read would fail the same way, each file after its own
 //! round of retries. Directory modes and times are applied last, deepest first.
 
+mod sink;
+
 use std::fs::{self, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +38,7 @@ pub struct RestoreOptions {
     /// Paths inside the snapshot (`name/sub/file`); empty means everything.
     pub includes: Vec<String>,
     pub overwrite: bool,
-    /// Worker threads; 0 means one per core.
+    /// Worker threads; 0 means two per core.
     pub threads: usize,
 }
 
@@ -97,8 +99,11 @@ pub fn restore(
                 .collect()
         })
         .collect();
+    // Two workers a core: a worker waits on the disk while a big file's direct write lands and
+    // while the file system creates a file, and the other can decompress meanwhile. Measured on
+    // the anchors corpus, 2 cores: 2.20–2.71 s with 4 workers, 2.36–2.83 s with 2.
     let threads = if opts.threads == 0 {
-        std::thread::available_parallelism()
+        2 * std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
     } else {
@@ -125,12 +130,13 @@ pub fn restore(
             let rx = rx.clone();
             let (bytes, errors, gone, refused) = (&bytes, &errors, &gone, &refused);
             s.spawn(move || {
+                let mut stage = sink::Stage::default();
                 for job in rx.iter().flatten() {
                     // Drain what the walk queued before it saw the remote go.
                     if gone.lock().expect("invariant: remote error lock").is_some() {
                         continue;
                     }
-                    match restore_file(reader, &job, opts.overwrite, progress) {
+                    match restore_file(reader, &job, opts.overwrite, &mut stage, progress) {
                         Ok(n) => {
                             bytes.fetch_add(n, Ordering::Relaxed);
                         }
@@ -422,6 +428,7 @@ fn restore_file(
     reader: &BlobReader,
     job: &FileJob,
     overwrite: bool,
+    stage: &mut sink::Stage,
     progress: &Progress,
 ) -> Result<u64> {
     let Node::File { chunks } = &job.entry.node else {
@@ -438,7 +445,7 @@ fn restore_file(
         .open(&job.path)
         .at(&job.path)?;
     // Only a file this run created is removed when its content cannot be restored.
-    write_content(reader, job, chunks, f, progress).inspect_err(|_| {
+    write_content(reader, job, chunks, &f, stage, progress).inspect_err(|_| {
         let _ = fs::remove_file(&job.path);
     })
 }
@@ -447,79 +454,45 @@ fn write_content(
     reader: &BlobReader,
     job: &FileJob,
     chunks: &[crate::id::BlobId],
-    mut f: fs::File,
+    f: &fs::File,
+    stage: &mut sink::Stage,
     progress: &Progress,
 ) -> Result<u64> {
-    let mut written = 0u64;
-    // Blocks of zeros are skipped, not written: the file is new, so the gap reads back as zeros
-    // and a sparse file (a VM image) comes back sparse instead of filling the disk. The holes'
-    // chunks all share one id, so a repeat is skipped without reading it again.
+    let mut out = sink::Sink::new(f, stage, job.entry.size);
+    // A chunk of zeros is not written: the sink skips blocks of zeros, so a sparse file comes
+    // back sparse. The holes' chunks all share one id, so a repeat is skipped without reading it
+    // again.
     let mut zeros: Option<(crate::id::BlobId, u64)> = None;
-    let mut ends_in_hole = false;
     for id in chunks {
         let len = match zeros {
             Some((z, len)) if z == *id => {
-                f.seek(SeekFrom::Current(len as i64)).at(&job.path)?;
-                ends_in_hole = true;
+                out.zeros(len).at(&job.path)?;
                 len
             }
             _ => {
                 let data = reader.read(id)?;
-                if data.iter().all(|&b| b == 0) {
-                    zeros = Some((*id, data.len() as u64));
+                let len = data.len() as u64;
+                if sink::is_zero(&data) {
+                    zeros = Some((*id, len));
+                    out.zeros(len).at(&job.path)?;
+                } else {
+                    out.write(&data).at(&job.path)?;
                 }
-                ends_in_hole = write_sparse(&mut f, &data, written).at(&job.path)?;
-                data.len() as u64
+                len
             }
         };
-        written += len;
         progress.inc(len);
     }
-    // A file that ends in a hole gets its length here.
-    if ends_in_hole {
-        f.set_len(written).at(&job.path)?;
-    }
+    let written = out.finish().at(&job.path)?;
     if written != job.entry.size {
         return Err(Error::corrupt(
             format!("file {}", job.shown),
             format!("{written} bytes restored, manifest says {}", job.entry.size),
         ));
     }
-    apply_file_meta(&f, &job.path, &job.entry)?;
+    apply_file_meta(f, &job.path, &job.entry)?;
     progress.inc_file();
     Ok(written)
-}
-
-/// Block size for holes: the file system's usual block, aligned to the file offset.
-const HOLE_BLOCK: u64 = 4096;
-
-/// Writes `data` at the file position `at` (where `f` stands), seeking over blocks of zeros.
-/// Returns true when it ended on a skipped block.
-fn write_sparse(f: &mut fs::File, data: &[u8], at: u64) -> std::io::Result<bool> {
-    let mut i = 0usize;
-    let mut hole = false;
-    while i < data.len() {
-        let to_boundary = (HOLE_BLOCK - (at + i as u64) % HOLE_BLOCK) as usize;
-        let end = (i + to_boundary).min(data.len());
-        let zero = data[i..end].iter().all(|&b| b == 0);
-        // Extend the run of blocks of the same kind, then write or skip it at once.
-        let mut run_end = end;
-        while run_end < data.len() {
-            let next = (run_end + HOLE_BLOCK as usize).min(data.len());
-            if data[run_end..next].iter().all(|&b| b == 0) != zero {
-                break;
-            }
-            run_end = next;
-        }
-        if zero {
-            f.seek(SeekFrom::Current((run_end - i) as i64))?;
-        } else {
-            f.write_all(&data[i..run_end])?;
-        }
-        hole = zero;
-        i = run_end;
-    }
-    Ok(hole)
 }
 
 /// Under `--overwrite`: removes a file or symlink standing at `path` (never following it); a
