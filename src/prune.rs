@@ -175,6 +175,7 @@ pub fn prune_remote(
     let started = Instant::now();
     let location = backend.location();
     let mut remote = crate::remote::open(backend.clone(), cache_base, None, secrets)?;
+    refuse_unread(&remote, &location)?;
     if remote.config.id != local.config.id {
         return Err(Error::Invalid(format!(
             "{location} holds another vault ({}), not this one ({})",
@@ -194,9 +195,31 @@ pub fn prune_remote(
         // Listed again, now that no push of ours runs: new manifests and packs come in.
         let mut fresh =
             crate::remote::open(backend.clone(), cache_base, Some(opts.delete_wait), secrets)?;
+        refuse_unread(&fresh, &location)?;
         recheck_and_delete(&mut fresh, &plan, doomed, store, report)
     })?;
     finish(report, started, &tmp, local, Some(&location))
+}
+
+/// Prune works from every pack's trailer. A remote that would not serve one (an unreadable file
+/// on a mounted drive, a policy on one object) is not pruned: that pack may hold the only copy of
+/// what a kept snapshot needs, and the prune could not tell what else it holds.
+fn refuse_unread(remote: &Vault, location: &str) -> Result<()> {
+    match remote.unread_packs() {
+        [] => Ok(()),
+        unread => Err(Error::Backend(crate::backend::BackendError::new(
+            location,
+            "read",
+            "packs",
+            crate::backend::BackendErrorKind::Denied,
+            format!(
+                "not pruned: {} of its packs could not be read; run prune again once the remote \
+                 serves them ({})",
+                unread.len(),
+                unread.join("; ")
+            ),
+        ))),
+    }
 }
 
 /// Phase 1 on `vault`: marks, then (unless dry, or nothing is to go) copies the used blobs of

@@ -616,3 +616,69 @@ fn a_refused_pack_is_checked_against_the_config_once_not_once_per_file() {
         "the config is asked about once for one refused pack"
     );
 }
+
+/// `prune --remote` on a remote that will not serve one pack stops before it marks anything,
+/// names the pack and exits 13: that pack may hold the only copy of what a kept snapshot needs.
+/// Served again, the same prune runs.
+#[test]
+fn prune_of_a_remote_that_refuses_one_pack_stops_and_names_it() {
+    use atlasvault::backend::fault::{Faults, Faulty};
+    use atlasvault::backend::local::LocalBackend;
+    use atlasvault::backend::DynBackend;
+    use atlasvault::keys::SecretSource;
+    use atlasvault::lock::LockMode;
+    use atlasvault::progress::Progress;
+    use atlasvault::prune::{prune_remote, PruneOptions};
+    use std::sync::Arc;
+
+    let f = Fixture::with_vault();
+    let data = f.path("data");
+    fs::create_dir(&data).unwrap();
+    write_random_file(&data.join("b.bin"), 22, 40 * MIB);
+    fs::write(data.join("a.txt"), b"kept").unwrap();
+    f.snapshot(&data);
+    let b = first_chunk(&f.vault(), "latest", "data/b.bin");
+    let remote = push_to_a_directory(&f);
+    let b_object = format!("packs/{}/{}.pack", &b.pack_hex[..2], b.pack_hex);
+    let secrets = SecretSource::from_env_and(Some(f.password_file()), None);
+    let backend = |faults: Faults| -> DynBackend {
+        Arc::new(Faulty::new(LocalBackend::create(&remote).unwrap(), faults))
+    };
+    let refused = Faults {
+        denied: [b_object.clone()].into(),
+        ..Faults::default()
+    };
+    let mut local = f.open_vault(LockMode::Shared);
+    let opts = PruneOptions::default();
+    let err = prune_remote(
+        &mut local,
+        backend(refused),
+        &f.path("cache"),
+        &secrets,
+        &opts,
+        &Progress::hidden(),
+    )
+    .expect_err("a prune with a pack it cannot read");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, atlasvault::Error::Backend(_)),
+        "a remote error (exit 13): {msg}"
+    );
+    assert!(msg.contains(&b.pack_hex), "names the pack: {msg}");
+    assert!(remote.join(&b_object).is_file(), "nothing deleted");
+    drop(local);
+
+    // Served again, the same prune runs (and keeps every pack: all are in use).
+    let mut local = f.open_vault(LockMode::Shared);
+    let report = prune_remote(
+        &mut local,
+        backend(Faults::default()),
+        &f.path("cache"),
+        &secrets,
+        &opts,
+        &Progress::hidden(),
+    )
+    .expect("the prune runs once every pack is served");
+    assert_eq!(report.packs_deleted, 0, "{report:?}");
+    assert!(remote.join(&b_object).is_file());
+}
