@@ -826,9 +826,18 @@ impl BlobReader {
     /// Reads and decodes a tree blob, with each file's chunk list resolved, and how the files
     /// that keep their lists in list blobs store them (the blobs those files need as well).
     pub fn tree_lists(&self, id: &BlobId) -> Result<(Tree, Lists)> {
+        self.resolve_tree(id, self.stored_tree(id)?)
+    }
+
+    /// Decodes tree blob `id` as stored, its files' list blobs not read.
+    pub fn stored_tree(&self, id: &BlobId) -> Result<StoredTree> {
         let bytes = self.cached(id)?;
-        let stored =
-            StoredTree::decode(&bytes).map_err(|r| Error::corrupt(format!("tree {id}"), r))?;
+        StoredTree::decode(&bytes).map_err(|r| Error::corrupt(format!("tree {id}"), r))
+    }
+
+    /// Resolves `stored`, tree blob `id` as [`BlobReader::stored_tree`] gave it: each file's
+    /// chunk list is read from its list blob.
+    pub fn resolve_tree(&self, id: &BlobId, stored: StoredTree) -> Result<(Tree, Lists)> {
         let mut failed = None;
         let resolved = stored.resolve(|list| {
             self.list(list).map_err(|e| {

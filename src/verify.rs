@@ -20,7 +20,7 @@ use crate::id::{BlobId, IdSet, PackId, SnapshotId};
 use crate::manifest::Manifest;
 use crate::pack::{self, PackEntry};
 use crate::progress::Progress;
-use crate::tree::{check_name, Node, Tree};
+use crate::tree::{check_name, Node, StoredNode, Tree};
 use crate::util::display_name;
 use crate::vault::{BlobReader, Vault};
 
@@ -797,6 +797,26 @@ impl Tracer<'_> {
         true
     }
 
+    /// Tree `id` (at `path`) with its files' chunk lists resolved, and the names of the files
+    /// whose list blob is missing or damaged. Each of those is charged to its list blob (to the
+    /// damaged pack that holds it, or as a problem) and left out, so that the rest of the
+    /// directory is still walked and its own damage traced.
+    fn resolve(&mut self, id: &BlobId, snap: &str, path: &str) -> Result<(Tree, HashSet<Vec<u8>>)> {
+        let mut stored = self.reader.stored_tree(id)?;
+        let mut lost = HashSet::new();
+        for e in &mut stored.entries {
+            if let StoredNode::Listed(list) = &e.node {
+                let file = format!("{path}/{}", display_name(&e.name));
+                if !self.blob_ok(list.blob(), snap, file.trim_start_matches('/')) {
+                    lost.insert(e.name.clone());
+                    e.node = StoredNode::File { chunks: Vec::new() };
+                }
+            }
+        }
+        let (tree, _) = self.reader.resolve_tree(id, stored)?;
+        Ok((tree, lost))
+    }
+
     /// Walks a tree `depth` levels down; returns true when everything under it is intact.
     fn tree(&mut self, id: &BlobId, snap: &str, path: &str, depth: usize) -> bool {
         if self.clean_trees.contains(id) {
@@ -817,22 +837,15 @@ impl Tracer<'_> {
             return false;
         }
         self.trees += 1;
-        let mut clean_lists = true;
-        let tree: Tree = match self.reader.tree_lists(id) {
-            Ok((t, lists)) => {
-                for (name, list) in &lists {
-                    let file = format!("{path}/{}", display_name(name));
-                    clean_lists &= self.blob_ok(list.blob(), snap, file.trim_start_matches('/'));
-                }
-                t
-            }
+        let (tree, lost) = match self.resolve(id, snap, path) {
+            Ok(t) => t,
             Err(e) => {
                 self.problems
                     .push(format!("snapshot {snap}: {shown}: {}", e.full()));
                 return false;
             }
         };
-        let mut clean = clean_lists;
+        let mut clean = lost.is_empty();
         if let Some(w) = tree.entries.windows(2).find(|w| w[0].name >= w[1].name) {
             self.problems.push(format!(
                 "snapshot {snap}: {shown}: tree has a duplicate or unsorted name {:?}",
@@ -850,6 +863,8 @@ impl Tracer<'_> {
             }
             match &e.node {
                 Node::Dir { subtree } => clean &= self.tree(subtree, snap, &child, depth + 1),
+                // Charged to its list blob's pack already.
+                Node::File { .. } if lost.contains(&e.name) => {}
                 Node::File { chunks } => {
                     let mut ok = true;
                     let mut held = 0u64;

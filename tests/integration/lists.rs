@@ -226,3 +226,65 @@ fn a_list_blob_missing_from_the_index_is_reported_and_reindex_brings_it_back() {
             == fs::read(data.join("big.bin")).unwrap()
     );
 }
+
+/// A damaged list blob is charged to its pack, against the file whose list it holds, and the
+/// rest of that directory is still walked: a damaged chunk of a sibling is traced too, to its
+/// own pack and file.
+#[test]
+fn a_damaged_list_blob_is_charged_to_its_pack_and_file_and_the_directory_is_still_walked() {
+    let f = small_chunk_vault();
+    let data = f.path("data");
+    fs::create_dir_all(&data).unwrap();
+    write_random_file(&data.join("big.bin"), 5, MIB);
+    fs::write(data.join("small.bin"), random_bytes(6, 3000)).unwrap();
+    f.snapshot(&data);
+    let snap = last_id(&f);
+    let (list, _) = stored_list(&f, &snap, "data", "big.bin");
+    let list = *list.expect("a list blob").blob();
+    let (list_pack, list_at) = {
+        let v = f.open_vault(LockMode::Shared);
+        let reader = v.blob_reader().unwrap();
+        let loc = reader.location(&list).expect("the list blob is indexed");
+        (
+            (
+                std::path::PathBuf::from(reader.pack_label(&loc.pack)),
+                loc.pack.to_hex(),
+            ),
+            loc.entry.offset + u64::from(loc.entry.stored_len) / 2,
+        )
+    };
+    let small = first_chunk(&f.vault(), &snap, "data/small.bin");
+    flip_byte(&list_pack.0, list_at);
+    flip_byte(&small.pack, small.offset + u64::from(small.stored_len) / 2);
+
+    let v = f
+        .cmd()
+        .args(["verify", "--read-data", "--json"])
+        .run()
+        .code(4)
+        .json();
+    let report = &v["report"];
+    assert_eq!(report["problems"].as_array().unwrap().len(), 0, "{v:#}");
+    let paths_of = |pack: &str| -> Vec<String> {
+        report["damaged_packs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["pack"] == pack)
+            .flat_map(|d| d["paths"].as_array().unwrap().clone())
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        paths_of(&list_pack.1)
+            .iter()
+            .any(|p| p.ends_with("data/big.bin")),
+        "big.bin charged to its list blob's pack: {v:#}"
+    );
+    assert!(
+        paths_of(&small.pack_hex)
+            .iter()
+            .any(|p| p.ends_with("data/small.bin")),
+        "small.bin traced too: {v:#}"
+    );
+}
