@@ -311,7 +311,7 @@ fn fastcdc<'d>(data: &'d [u8], p: &ChunkerParams, seed: u64) -> FastCDC<'d> {
 }
 
 /// Whether `data` is all zero bytes (ORs 64-byte blocks, which the compiler vectorises).
-fn all_zero(data: &[u8]) -> bool {
+pub fn all_zero(data: &[u8]) -> bool {
     let mut blocks = data.chunks_exact(64);
     blocks.all(|b| b.iter().fold(0u8, |acc, &x| acc | x) == 0)
         && blocks.remainder().iter().all(|&x| x == 0)

@@ -472,7 +472,7 @@ fn write_content(
             _ => {
                 let data = reader.read(id)?;
                 let len = data.len() as u64;
-                if sink::is_zero(&data) {
+                if crate::chunk::all_zero(&data) {
                     zeros = Some((*id, len));
                     out.zeros(len).at(&job.path)?;
                 } else {

@@ -16,6 +16,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 
+use crate::chunk::all_zero;
+
 /// The unit of holes and of direct I/O's alignment (of offsets, lengths and memory): the usual
 /// file-system block, and a multiple of every device's logical block this needs to serve.
 pub const BLOCK: usize = 4096;
@@ -44,11 +46,6 @@ impl Stage {
     fn buf(&mut self) -> &mut [u8] {
         &mut self.raw[self.off..self.off + STAGE_BYTES]
     }
-}
-
-/// True when `b` holds only zeros; without an early exit per byte, so it vectorizes.
-pub fn is_zero(b: &[u8]) -> bool {
-    b.chunks(64).all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
 }
 
 /// Writes one new file front to back. Call [`Sink::finish`] at the end: bytes are staged.
@@ -119,7 +116,7 @@ impl<'a> Sink<'a> {
     fn flush(&mut self) -> io::Result<()> {
         let mut i = 0;
         while i < self.len {
-            let block_zero = |b: &[u8], at: usize| is_zero(&b[at..(at + BLOCK).min(self.len)]);
+            let block_zero = |b: &[u8], at: usize| all_zero(&b[at..(at + BLOCK).min(self.len)]);
             let zero = block_zero(self.buf, i);
             let mut j = (i + BLOCK).min(self.len);
             while j < self.len && block_zero(self.buf, j) == zero {
