@@ -774,6 +774,12 @@ impl BlobReader {
         Ok(f)
     }
 
+    /// The length a blob has once decompressed, as the index records it; `None` when no pack
+    /// holds it. [`BlobReader::read`] checks it against the blob itself.
+    pub fn raw_len(&self, id: &BlobId) -> Option<u64> {
+        self.locations.get(id).map(|l| u64::from(l.entry.raw_len))
+    }
+
     /// Reads, decompresses and hash-checks one blob.
     pub fn read(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locations.get(id).ok_or_else(|| Error::Missing {

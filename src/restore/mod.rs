@@ -1,7 +1,8 @@
 //! Restoring a snapshot into a target directory.
 //!
 //! Restore walks the snapshot's trees from the root, creates directories itself, and hands files
-//! to worker threads (a directory's small files in batches, big files one by one) that read each
+//! to worker threads (a directory's small files in batches, big files one by one, the biggest in
+//! pieces that several workers write at once: [`split`]) that read each
 //! chunk from its pack, decompress it, check its blake3 id and write it through a [`sink::Sink`]
 //! (blocks of zeros left as holes, big files past the page cache). Nothing is written
 //! outside the target: every name is checked ([`check_name`]) and duplicates are refused before
@@ -13,6 +14,7 @@
 //! round of retries. Directory modes and times are applied last, deepest first.
 
 mod sink;
+mod split;
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -59,7 +61,14 @@ struct FileJob {
     entry: Entry,
 }
 
-/// Files larger than this are handed to the workers one by one; smaller ones go in batches of
+/// What the walk hands the workers.
+enum Work {
+    Files(Vec<FileJob>),
+    Piece(split::Piece),
+}
+
+/// Files larger than this are handed to the workers one by one (in pieces past
+/// [`split::SPLIT_MIN_BYTES`]); smaller ones go in batches of
 /// one directory's files (see [`FileBatch`]).
 const BATCH_FILE_BYTES_MAX: u64 = 1 << 20;
 /// A batch is sent once it holds this many bytes or files.
@@ -113,7 +122,7 @@ pub fn restore(
     let errors = Mutex::new(Vec::new());
     let gone: Mutex<Option<Error>> = Mutex::new(None);
     let refused = Refused::default();
-    let (tx, rx) = bounded::<Vec<FileJob>>(2 * threads);
+    let (tx, rx) = bounded::<Work>(2 * threads);
     let mut walk = RestoreWalk {
         reader,
         includes: &includes,
@@ -131,25 +140,58 @@ pub fn restore(
             let (bytes, errors, gone, refused) = (&bytes, &errors, &gone, &refused);
             s.spawn(move || {
                 let mut stage = sink::Stage::default();
-                for job in rx.iter().flatten() {
-                    // Drain what the walk queued before it saw the remote go.
-                    if gone.lock().expect("invariant: remote error lock").is_some() {
-                        continue;
+                let is_gone = || gone.lock().expect("invariant: remote error lock").is_some();
+                // An error the remote ended the restore with is kept whole for the caller; the
+                // file it broke gets a note instead.
+                let note_gone = |e: Error| -> Error {
+                    if refused.gone(reader, &e) {
+                        gone.lock()
+                            .expect("invariant: remote error lock")
+                            .get_or_insert(e);
+                        Error::Invalid("the remote stopped serving the vault".into())
+                    } else {
+                        e
                     }
-                    match restore_file(reader, &job, opts.overwrite, &mut stage, progress) {
-                        Ok(n) => {
-                            bytes.fetch_add(n, Ordering::Relaxed);
+                };
+                let record = |shown: &str, r: Result<u64>| match r {
+                    Ok(n) => {
+                        bytes.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => errors
+                        .lock()
+                        .expect("invariant: error list lock")
+                        .push(format!("{shown}: {}", e.full())),
+                };
+                for work in rx.iter() {
+                    match work {
+                        Work::Files(jobs) => {
+                            for job in jobs {
+                                // Drain what the walk queued before it saw the remote go.
+                                if is_gone() {
+                                    continue;
+                                }
+                                let r = restore_file(
+                                    reader,
+                                    &job,
+                                    opts.overwrite,
+                                    &mut stage,
+                                    progress,
+                                );
+                                record(&job.shown, r.map_err(note_gone));
+                            }
                         }
-                        Err(e) if refused.gone(reader, &e) => {
-                            gone.lock()
-                                .expect("invariant: remote error lock")
-                                .get_or_insert(e);
-                        }
-                        Err(e) => {
-                            errors
-                                .lock()
-                                .expect("invariant: error list lock")
-                                .push(format!("{}: {}", job.shown, e.full()));
+                        Work::Piece(piece) => {
+                            let r = if is_gone() {
+                                Err(Error::Invalid(
+                                    "the remote stopped serving the vault".into(),
+                                ))
+                            } else {
+                                piece.run(reader, &mut stage, progress).map_err(note_gone)
+                            };
+                            let shown = piece.shown().to_string();
+                            if let Some(r) = piece.end(r, progress) {
+                                record(&shown, r);
+                            }
                         }
                     }
                 }
@@ -278,7 +320,7 @@ struct RestoreWalk<'a> {
     /// The remote's last error, once it has gone (see [`Refused::gone`]): the walk stops.
     gone: &'a Mutex<Option<Error>>,
     refused: &'a Refused,
-    tx: crossbeam_channel::Sender<Vec<FileJob>>,
+    tx: crossbeam_channel::Sender<Work>,
     report: RestoreReport,
     dirs: Vec<(PathBuf, Entry)>,
     matched: Vec<bool>,
@@ -361,14 +403,18 @@ impl RestoreWalk<'_> {
                         shown: shown_e,
                         entry: e.clone(),
                     };
+                    if e.size > split::SPLIT_MIN_BYTES {
+                        self.split(job)?;
+                        continue;
+                    }
                     if e.size > BATCH_FILE_BYTES_MAX {
-                        self.send(vec![job])?;
+                        self.send(Work::Files(vec![job]))?;
                         continue;
                     }
                     batch.bytes += e.size;
                     batch.jobs.push(job);
                     if batch.bytes >= BATCH_BYTES || batch.jobs.len() >= BATCH_FILES {
-                        self.send(std::mem::take(&mut batch).jobs)?;
+                        self.send(Work::Files(std::mem::take(&mut batch).jobs))?;
                     }
                 }
                 Node::Symlink { target } => {
@@ -383,14 +429,40 @@ impl RestoreWalk<'_> {
             }
         }
         if !batch.jobs.is_empty() {
-            self.send(batch.jobs)?;
+            self.send(Work::Files(batch.jobs))?;
         }
         Ok(())
     }
 
-    fn send(&self, jobs: Vec<FileJob>) -> Result<()> {
+    /// Hands a big file to the workers in pieces. It is created here, so that no piece waits
+    /// for another to create it; a file whose chunk lengths the index cannot vouch for goes
+    /// whole, and its restore reports why.
+    fn split(&mut self, job: FileJob) -> Result<()> {
+        let Node::File { chunks } = &job.entry.node else {
+            return Err(Error::Invalid("not a file".into()));
+        };
+        let Some(starts) = split::chunk_starts(self.reader, chunks, job.entry.size) else {
+            return self.send(Work::Files(vec![job]));
+        };
+        match create_file(&job.path, self.overwrite) {
+            Ok(f) => {
+                for piece in split::SplitFile::pieces(job, f, starts) {
+                    self.send(Work::Piece(piece))?;
+                }
+                Ok(())
+            }
+            Err(err) => {
+                self.report
+                    .errors
+                    .push(format!("{}: {}", job.shown, err.full()));
+                Ok(())
+            }
+        }
+    }
+
+    fn send(&self, work: Work) -> Result<()> {
         self.tx
-            .send(jobs)
+            .send(work)
             .map_err(|_| Error::Invalid("restore workers stopped".into()))
     }
 
@@ -434,16 +506,7 @@ fn restore_file(
     let Node::File { chunks } = &job.entry.node else {
         return Err(Error::Invalid("not a file".into()));
     };
-    if overwrite {
-        clear_way(&job.path)?;
-    }
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&job.path)
-        .at(&job.path)?;
+    let f = create_file(&job.path, overwrite)?;
     // Only a file this run created is removed when its content cannot be restored.
     write_content(reader, job, chunks, &f, stage, progress).inspect_err(|_| {
         let _ = fs::remove_file(&job.path);
@@ -493,6 +556,21 @@ fn write_content(
     apply_file_meta(f, &job.path, &job.entry)?;
     progress.inc_file();
     Ok(written)
+}
+
+/// Creates the new, empty file a restored file's content goes into (under `--overwrite`, after
+/// removing what stands in its way); never through a symlink.
+fn create_file(path: &Path, overwrite: bool) -> Result<fs::File> {
+    if overwrite {
+        clear_way(path)?;
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .at(path)
 }
 
 /// Under `--overwrite`: removes a file or symlink standing at `path` (never following it); a

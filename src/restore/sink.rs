@@ -65,7 +65,7 @@ impl<'a> Sink<'a> {
     /// A sink for `f`, empty and just created, that will receive `size` bytes: direct when it is
     /// big and the file system takes `O_DIRECT`.
     pub fn new(f: &'a File, stage: &'a mut Stage, size: u64) -> Self {
-        let direct = size >= DIRECT_MIN_BYTES && set_direct(f, true).is_ok();
+        let direct = size >= DIRECT_MIN_BYTES && open_direct(f);
         Sink {
             f,
             buf: stage.buf(),
@@ -73,6 +73,21 @@ impl<'a> Sink<'a> {
             start: 0,
             direct,
             written_end: 0,
+        }
+    }
+
+    /// A sink for the piece of `f` that starts at `start` (a multiple of [`BLOCK`]), one of
+    /// several that workers write at once; `direct` as [`open_direct`] left `f`. End it with
+    /// [`Sink::end`]: the file's length is set once, by whoever finishes the file.
+    pub fn piece(f: &'a File, stage: &'a mut Stage, start: u64, direct: bool) -> Self {
+        debug_assert_eq!(start % BLOCK as u64, 0);
+        Sink {
+            f,
+            buf: stage.buf(),
+            len: 0,
+            start,
+            direct,
+            written_end: start,
         }
     }
 
@@ -163,6 +178,19 @@ impl<'a> Sink<'a> {
         }
         Ok(self.start)
     }
+
+    /// Writes what is left of a piece and returns the offset it ends at. The file may now be
+    /// shorter than that (the piece ends in a hole) or longer (a padded direct block): the
+    /// caller sets its length once every piece has ended.
+    pub fn end(mut self) -> io::Result<u64> {
+        self.flush()?;
+        Ok(self.start)
+    }
+}
+
+/// Turns `O_DIRECT` on for `f` if the file system takes it; true when it did.
+pub fn open_direct(f: &File) -> bool {
+    set_direct(f, true).is_ok()
 }
 
 /// Turns `O_DIRECT` on or off for `f`.

@@ -34,6 +34,7 @@ mod remote_ntfs;
 mod remote_s3;
 mod roundtrip;
 mod sanity;
+mod split_restore;
 mod streams;
 mod templates;
 mod traversal;
