@@ -371,32 +371,12 @@ fn argon2id(
             kdf.memory_kib / 1024
         ))
     })?;
-    huge_pages(&mut blocks);
     blocks.resize(blocks_len, Block::default());
     let mut out = Zeroizing::new([0u8; MASTER_KEY_BYTES]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into_with_memory(password, salt, &mut out[..], &mut blocks[..])
         .map_err(|e| KeyError::Crypto(format!("argon2id failed: {e}")))?;
     Ok(out)
-}
-
-/// Asks the kernel to back argon2's memory, reserved but not yet touched, with transparent
-/// huge pages: argon2 reads its 64 MiB at random, so with 4 KiB pages most of its reads miss the
-/// TLB, and the first touch of each page is a fault (16,000 of them). Only advice: where huge
-/// pages are off or unavailable nothing changes.
-pub(super) fn huge_pages(blocks: &mut Vec<Block>) {
-    const HUGE: usize = 2 << 20;
-    let spare = blocks.spare_capacity_mut();
-    let start = spare.as_mut_ptr() as usize;
-    let end = start + std::mem::size_of_val(spare);
-    let (from, to) = (start.next_multiple_of(HUGE), end - end % HUGE);
-    if from < to {
-        // SAFETY: madvise with MADV_HUGEPAGE on whole pages inside this Vec's own allocation
-        // changes how they are backed, never their content or mapping.
-        unsafe {
-            libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE);
-        }
-    }
 }
 
 /// Makes metadata safe to print and to parse back.

@@ -1,6 +1,6 @@
 use std::ffi::OsString;
 
-use super::file::{huge_pages, Wrapping, KDF_RUNS};
+use super::file::{Wrapping, KDF_RUNS};
 use super::secret::new_secret_from;
 use super::*;
 
@@ -631,48 +631,4 @@ fn key_id_parses_its_own_display() {
     assert_eq!(KeyId::from_hex(&id.to_hex().to_uppercase()).unwrap(), id);
     assert!(KeyId::from_hex("1f1f").is_err());
     assert_eq!(format!("{id:?}"), "KeyId(1f1f1f1f)");
-}
-
-/// Argon2's memory is advised onto transparent huge pages (`[always]` or `[madvise]` in
-/// `/sys/kernel/mm/transparent_hugepage/enabled`, as on this project's machines): most of it is
-/// then backed by 2 MiB pages, counted in the mapping's `AnonHugePages` in `/proc/self/smaps`.
-#[test]
-fn argon2_memory_is_backed_by_huge_pages_where_the_kernel_offers_them() {
-    let thp =
-        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
-    if !(thp.contains("[always]") || thp.contains("[madvise]")) {
-        eprintln!("transparent huge pages are off here ({thp:?}): nothing to check");
-        return;
-    }
-    let len = KdfParams::default().memory_kib as usize;
-    let mut blocks: Vec<argon2::Block> = Vec::new();
-    blocks.try_reserve_exact(len).unwrap();
-    huge_pages(&mut blocks);
-    blocks.resize(len, argon2::Block::default());
-    // The advice splits the mapping at 2 MiB boundaries: count every piece the blocks overlap.
-    let start = blocks.as_ptr() as usize;
-    let end = start + std::mem::size_of_val(&blocks[..]);
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let (mut huge_kib, mut inside) = (0usize, false);
-    for line in smaps.lines() {
-        let first = line.split(' ').next().unwrap_or("");
-        if let Some((lo, hi)) = first.split_once('-') {
-            let (lo, hi) = (
-                usize::from_str_radix(lo, 16).unwrap_or(usize::MAX),
-                usize::from_str_radix(hi, 16).unwrap_or(0),
-            );
-            inside = lo < end && start < hi;
-        } else if inside && line.starts_with("AnonHugePages:") {
-            huge_kib += line
-                .split_whitespace()
-                .nth(1)
-                .unwrap()
-                .parse::<usize>()
-                .unwrap();
-        }
-    }
-    assert!(
-        huge_kib >= 32 * 1024,
-        "only {huge_kib} KiB of argon2's 64 MiB on huge pages"
-    );
 }
