@@ -61,6 +61,10 @@ struct FileJob {
     entry: Entry,
 }
 
+/// What a file broken by a remote that has gone is reported with; the restore itself ends with
+/// the remote's own error.
+const REMOTE_GONE: &str = "the remote stopped serving the vault";
+
 /// What the walk hands the workers.
 enum Work {
     Files(Vec<FileJob>),
@@ -148,7 +152,7 @@ pub fn restore(
                         gone.lock()
                             .expect("invariant: remote error lock")
                             .get_or_insert(e);
-                        Error::Invalid("the remote stopped serving the vault".into())
+                        Error::Invalid(REMOTE_GONE.into())
                     } else {
                         e
                     }
@@ -182,15 +186,12 @@ pub fn restore(
                         }
                         Work::Piece(piece) => {
                             let r = if is_gone() {
-                                Err(Error::Invalid(
-                                    "the remote stopped serving the vault".into(),
-                                ))
+                                Err(Error::Invalid(REMOTE_GONE.into()))
                             } else {
                                 piece.run(reader, &mut stage, progress).map_err(note_gone)
                             };
-                            let shown = piece.shown().to_string();
                             if let Some(r) = piece.end(r, progress) {
-                                record(&shown, r);
+                                record(piece.shown(), r);
                             }
                         }
                     }

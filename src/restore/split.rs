@@ -170,7 +170,7 @@ impl Piece {
     /// Records how this piece went. After the file's last piece, returns how the file went:
     /// its length and metadata set and its bytes counted, or the first piece's error with the
     /// file removed.
-    pub fn end(self, r: Result<u64>, progress: &Progress) -> Option<Result<u64>> {
+    pub fn end(&self, r: Result<u64>, progress: &Progress) -> Option<Result<u64>> {
         let sf = &*self.file;
         match r {
             Ok(n) => {
