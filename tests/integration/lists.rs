@@ -104,7 +104,14 @@ fn a_changed_big_file_is_stored_as_a_patch_to_its_chunk_list() {
     let second = second.expect("still a list blob");
     assert_eq!(second.blob(), &base, "{second:?}");
     let after_two = new_ids(&second);
-    assert!((3..=12).contains(&after_two), "{after_two} new ids");
+    // At least one new id a change. How many more depends on the chunker's seed, which is the
+    // vault's key (new each run): a change can move the next cut points too. Over 60 runs:
+    // 3 in 55, then 4, 4, 5, 6 and 9; a CI run saw 13. What matters is that the patch is a few
+    // ids, not the list again.
+    assert!(
+        after_two >= 3 && after_two * 10 <= chunks,
+        "{after_two} new ids of {chunks}"
+    );
 
     // One more change: patched against the same base, so the patch holds every change since.
     overwrite(&big, 300_000, b"and once more");
