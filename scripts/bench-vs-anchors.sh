@@ -100,6 +100,7 @@ fi
 
 log "building AtlasVault (cargo build --release)"
 cargo build --release --quiet
+cargo build --release --quiet --example cpufloor
 vault_bin=$repo_root/target/release/vault
 
 # ---------------------------------------------------------------------------- work dir
@@ -525,6 +526,16 @@ for t in $TOOLS; do
     done
 done
 cp -f "$db1" "$corpus/dump/db.sql"
+# What the CPU allows: each step's own work timed stage by stage on one core over the corpus of
+# the first snapshot (examples/cpufloor.rs), to set the ratios above against a floor that no
+# tool can go under on this machine.
+floor_tsv=$work/floor.tsv
+: >"$floor_tsv"
+if [[ " $TOOLS " == *" vault "* ]]; then
+    log "measuring the CPU floor of each step (examples/cpufloor)"
+    (cd "$corpus" && "$repo_root/target/release/examples/cpufloor" --tsv src libs dump) >"$floor_tsv" ||
+        die "examples/cpufloor failed"
+fi
 
 # ---------------------------------------------------------------------------- report
 {
@@ -543,7 +554,7 @@ cp -f "$db1" "$corpus/dump/db.sql"
     echo "- repo size: \`du -sb\` of the repository after the step (local caches of restic/rustic/borg not counted); delta *added* = size after delta - size before"
     echo
 } >"$work/report.md"
-python3 - "$results" "$TOOLS" >>"$work/report.md" <<'EOF'
+python3 - "$results" "$TOOLS" "$floor_tsv" >>"$work/report.md" <<'EOF'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 tools = sys.argv[2].split()
@@ -582,6 +593,30 @@ if "vault" in tools and anchors:
         v = r[("vault", s)]["size"]
         cells = [f"{v / r[(a, s)]['size']:.4f}x ({v - r[(a, s)]['size']:+,} bytes)" if (a, s) in r else "n/a" for a in anchors]
         print(f"| after {s} | repository size | " + " | ".join(cells) + " |")
+floor = dict(l.rstrip("\n").split("\t") for l in open(sys.argv[3]) if l.strip())
+if floor and ("vault", "initial") in r:
+    cores = int(floor["cores"])
+    print()
+    print(f"What the CPU allows (examples/cpufloor: each stage timed on one core over the first snapshot's corpus,")
+    print(f"reading the files left out; the floor is those CPU seconds over {cores} cores, a perfect pipeline):")
+    print()
+    print("| step | stages | floor CPU s | floor wall s | AtlasVault wall s | AtlasVault / floor | issue 9's target | target wall s | target / floor |")
+    print("|---|---|---:|---:|---:|---:|---|---:|---:|")
+    rows_f = [
+        ("initial", "initial (zstd 3)", "chunk + hash + zstd 3 + seal", ("restic", 0.25)),
+        ("initial", "initial (vault levels)", "chunk + hash + zstd 5 text / 3 binary + seal", ("restic", 0.25)),
+        ("restore", "restore", "open + unzstd + hash (files not written)", ("rustic", 0.35)),
+        ("verify", "verify", "hash stored + open + unzstd + hash", ("rustic", 0.5)),
+    ]
+    for step, key, stages, (anchor, k) in rows_f:
+        cpu = float(floor[key]); wall = cpu / cores
+        v = r.get(("vault", step)); a = r.get((anchor, step))
+        ours = f"{v['wall']:.2f} | {v['wall'] / wall:.2f}x" if v else "n/a | n/a"
+        target = f"<= {k}x {label[anchor]}"
+        tw = f"{k * a['wall']:.2f} | {k * a['wall'] / wall:.2f}x" if a else "n/a | n/a"
+        print(f"| {key} | {stages} | {cpu:.2f} | {wall:.2f} | {ours} | {target} | {tw} |")
+    print()
+    print("A target / floor below 1x asks for less wall time than the step's own work takes on these cores.")
 EOF
 echo
 cat "$work/report.md"
