@@ -25,7 +25,8 @@
 # Each step is timed by /usr/bin/time (wall, user+sys CPU, peak RSS) and the repository size is
 # taken after it (du -sb; restic's, rustic's and borg's local caches live outside the repository
 # and are not counted). `sync` runs before every step, outside the timing. The page cache cannot
-# be dropped (no root guarantee), so every run is warm-cache, for every tool alike.
+# be dropped (no root guarantee), so every step is warm-cache, for every tool alike: the corpus,
+# the repository and the tool's cache are read just before it (see warm() below).
 #
 # --scale mode: AtlasVault alone on 1,000,000 small files (0-200 bytes, 1000 dirs) and on one
 # 20 GiB file (sparse, with 1 GiB of random regions written into it): snapshot time and peak RSS,
@@ -479,10 +480,14 @@ ok_rc() {
 
 results=$work/results.tsv
 : >"$results"
-# Warm the page cache with the whole corpus, so that the first tool's initial snapshot does not
-# pay for reading it from disk when the others find it cached ("warm cache" below means this).
-log "reading the corpus once to warm the page cache"
-find "$corpus" "$db1" -type f -print0 | xargs -0 cat >/dev/null
+# Every step starts with the corpus, the tool's repository and its cache read into the page
+# cache ("warm cache" below). Once is not enough: this project's VMs run DAMON with a `pageout`
+# scheme (/sys/kernel/mm/damon/admin/kdamonds/0: pages not accessed for 12 aggregation intervals
+# of 5 s are paged out), so a corpus read at the start is back on disk by the second tool, and
+# the tools after the first would pay for reading it.
+warm() {
+    { find "$corpus" "$@" -type f -print0 2>/dev/null | xargs -0 -r cat >/dev/null; } || true
+}
 steps=(initial unchanged delta restore verify)
 for t in $TOOLS; do
     repo=$work/repo-$t
@@ -503,6 +508,7 @@ for t in $TOOLS; do
             if [[ $t == borg ]]; then dir=$work/restore-$t; fi ;;
         verify) tool_cmd "$t" verify "$repo"; dir=$work/run ;;
         esac
+        warm "$repo" "$work/cache"
         cd "$dir"
         run_timed "$name" "${cmd[@]}"
         cd "$repo_root"
@@ -533,6 +539,7 @@ floor_tsv=$work/floor.tsv
 : >"$floor_tsv"
 if [[ " $TOOLS " == *" vault "* ]]; then
     log "measuring the CPU floor of each step (examples/cpufloor)"
+    warm
     (cd "$corpus" && "$repo_root/target/release/examples/cpufloor" --tsv src libs dump) >"$floor_tsv" ||
         die "examples/cpufloor failed"
 fi
@@ -550,7 +557,7 @@ fi
     done
     [[ -n "$pg_version" ]] && echo "- $pg_version, pgbench scale $pg_scale_used"
     echo "- corpus: src $src_n files $(human "$src_b"), libs $libs_n files $(human "$libs_b"), dump $(human "$db1_b") (second dump $(human "$db2_b")); $(human "$total_b") in all"
-    echo "- warm cache: the corpus is read once before the first tool, the page cache is not dropped, the same for every tool; \`sync\` before each step"
+    echo "- warm cache: the corpus, the tool's repository and its cache are read just before each step (this VM's DAMON pages out what has been idle for a minute), the page cache is not dropped, the same for every tool; \`sync\` before each step"
     echo "- repo size: \`du -sb\` of the repository after the step (local caches of restic/rustic/borg not counted); delta *added* = size after delta - size before"
     echo
 } >"$work/report.md"
