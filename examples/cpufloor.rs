@@ -1,12 +1,13 @@
 //! The CPU floor of issue 9's steps on a corpus: what one core spends on the work itself, stage
 //! by stage, with no pipeline, threads, files or index around it.
 //!
-//! `cargo run --release --example cpufloor -- [--cores N] PATH...` reads every file under the
-//! paths (from the page cache: run it on a warm corpus), cuts them with the default chunkers of a
-//! new encrypted vault, and times, on this thread:
+//! `cargo run --release --example cpufloor -- [--tsv] [--cores N] PATH...` reads every file
+//! under the paths (from the page cache: run it on a warm corpus), cuts them with the default
+//! chunkers of a new encrypted vault, and times, on this thread:
 //!
-//! - `read`: reading the files into memory (the kernel's copy);
-//! - `chunk`: FastCDC with the default text and binary profiles;
+//! - `read`: the reads the chunker makes (the kernel's copy; in no floor);
+//! - `chunk`: FastCDC with the default text and binary profiles (the chunker's run, less its
+//!   reads and the per-chunk work below);
 //! - `hash`: keyed blake3 of every chunk (the blob ids);
 //! - `zstd-3`: compressing each new chunk at level 3, what issue 9 counts (borg's level);
 //! - `zstd-vault`: compressing each new chunk at a new vault's levels (text 5, binary 3), with
