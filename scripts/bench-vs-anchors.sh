@@ -612,8 +612,8 @@ if floor and ("vault", "initial") in r:
     rows_f = [
         ("initial", "initial (zstd 3)", "chunk + hash + zstd 3 + seal", ("restic", 0.25)),
         ("initial", "initial (vault levels)", "chunk + hash + zstd 5 text / 3 binary + seal", ("restic", 0.25)),
-        ("restore", "restore", "open + unzstd + hash (files not written)", ("rustic", 0.35)),
-        ("verify", "verify", "hash stored + open + unzstd + hash", ("rustic", 0.5)),
+        ("restore", "restore", "open + unzstd + hash, each blob once (files not written)", ("rustic", 0.35)),
+        ("verify", "verify", "hash stored + open + unzstd + hash, each blob once", ("rustic", 0.5)),
     ]
     for step, key, stages, (anchor, k) in rows_f:
         cpu = float(floor[key]); wall = cpu / cores
